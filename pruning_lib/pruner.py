@@ -1,0 +1,54 @@
+"""The call shape every pruning method shares: prune(model, ctx, target, options) -> PruneResult."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .metrics import count_macs, count_nonzero_params, gflops
+
+
+@dataclass
+class PruneContext:
+    """What a method may use besides the model: training batches for scores, the input shape, the
+    parameter count of the unpruned model (the reference for `target`), and a seed."""
+
+    loader: DataLoader
+    input_shape: tuple[int, int, int]
+    base_params: int
+    seed: int = 0
+
+
+@dataclass
+class PruneResult:
+    """The pruned model, the achieved fraction of parameters removed, its FLOPs, and method details."""
+
+    model: nn.Module
+    achieved_param_ratio: float
+    achieved_flops: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Method:
+    """A registered pruning method: the function, one line saying what it does, option defaults."""
+
+    fn: Callable[..., PruneResult]
+    summary: str
+    options: dict[str, Any] = field(default_factory=dict)
+    family: str = "weight"  # "weight" (masks; dense FLOPs unchanged) | "channel" | "lowrank" | "eigen"
+
+
+def finish(model: nn.Module, ctx: PruneContext, info: dict[str, Any] | None = None) -> PruneResult:
+    """Measure the pruned model: parameter reduction 1 - nonzero / base_params, and FLOPs (2 x MACs)."""
+    nonzero = count_nonzero_params(model)
+    flops = int(gflops(count_macs(model, ctx.input_shape)) * 1e9)
+    return PruneResult(model, 1.0 - nonzero / ctx.base_params, flops, info or {})
+
+
+def check_target(target: float) -> None:
+    """Raise ValueError unless 0 <= target < 1."""
+    if not 0.0 <= target < 1.0:
+        raise ValueError(f"target: {target} is outside [0, 1) (the fraction of parameters removed)")

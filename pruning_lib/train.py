@@ -1,0 +1,191 @@
+"""Training, fine-tuning, evaluation and BatchNorm re-estimation (device-agnostic, seeded, AMP on GPU)."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .data import Splits, make_loader
+from .models import build_model
+
+
+def fast_mode() -> bool:
+    """True when PRUNING_FAST=1: notebooks and tests shrink epochs and batches."""
+    return os.environ.get("PRUNING_FAST", "0") not in ("", "0", "false", "False")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """"auto" -> cuda when available, else cpu; otherwise torch.device(name)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) so the same seed gives the same numbers on CPU."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainRecipe:
+    """SGD with momentum and a cosine or step learning-rate schedule."""
+
+    epochs: int = 10
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    schedule: str = "cosine"  # "cosine" | "step" (x0.1 at 50 % and 75 % of the epochs)
+    max_steps_per_epoch: int | None = None  # cut epochs short (smoke runs)
+    select_on_val: bool = True  # keep the epoch with the best validation accuracy
+
+    def key(self) -> str:
+        """Short hash of the recipe, used to name cached checkpoints."""
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader) -> dict[str, float]:
+    """Top-1 accuracy (%) and mean cross-entropy over `loader`, in eval mode."""
+    device = next(model.parameters()).device
+    model.eval()
+    correct, total, loss = 0, 0, 0.0
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with _autocast(device):
+            logits = model(x)
+        loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        total += y.numel()
+    return {"acc": 100.0 * correct / total, "loss": loss / total}
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def train(model: nn.Module, train_loader: DataLoader, recipe: TrainRecipe, val_loader: DataLoader | None = None,
+          desc: str = "train", loss_fn=None, progress: bool = True) -> list[dict[str, float]]:
+    """Train `model` in place with `recipe`; returns per-epoch history (loss, val acc).
+
+    With `select_on_val` and a validation loader the weights of the best validation epoch are kept.
+    `loss_fn(model, x, y) -> loss` replaces cross-entropy (e.g. knowledge distillation).
+    Pruning masks (torch.nn.utils.prune) stay applied: the forward pass multiplies by them.
+    """
+    device = next(model.parameters()).device
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    steps_per_epoch = len(train_loader) if recipe.max_steps_per_epoch is None else min(
+        len(train_loader), recipe.max_steps_per_epoch)
+    total = max(1, recipe.epochs * steps_per_epoch)
+    if recipe.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    elif recipe.schedule == "step":
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(0.5 * total), int(0.75 * total)], 0.1)
+    else:
+        raise ValueError(f"schedule: unknown '{recipe.schedule}', allowed: cosine, step")
+    loss_fn = loss_fn or (lambda m, x, y: F.cross_entropy(m(x), y))
+    history, best = [], (-1.0, None)
+    bar = tqdm(total=total, desc=desc, leave=False, disable=not progress)
+    for epoch in range(recipe.epochs):
+        model.train()
+        running, seen = 0.0, 0
+        for step, (x, y) in enumerate(train_loader):
+            if step >= steps_per_epoch:
+                break
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with _autocast(device):
+                loss = loss_fn(model, x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            running += loss.item() * y.numel()
+            seen += y.numel()
+            bar.update(1)
+        record = {"epoch": epoch + 1, "train_loss": running / max(seen, 1)}
+        if val_loader is not None:
+            record["val_acc"] = evaluate(model, val_loader)["acc"]
+            if recipe.select_on_val and record["val_acc"] > best[0]:
+                best = (record["val_acc"], copy.deepcopy(model.state_dict()))
+        history.append(record)
+    bar.close()
+    if best[1] is not None:
+        model.load_state_dict(best[1])
+    return history
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, loader: DataLoader, num_batches: int = 20) -> nn.Module:
+    """Re-estimate every BatchNorm's running mean / variance from `num_batches` training batches.
+
+    Train-mode forward passes with a cumulative average (momentum=None) and no weight update. After
+    structured pruning the old statistics no longer fit; this makes one-shot accuracy meaningful.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns or num_batches <= 0:
+        return model
+    device = next(model.parameters()).device
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    for i, (x, _) in enumerate(loader):
+        if i >= num_batches:
+            break
+        model(x.to(device))
+    for bn, m in zip(bns, saved):
+        bn.momentum = m
+    model.eval()
+    return model
+
+
+@dataclass
+class Baseline:
+    """A trained model with where it came from and its validation / test accuracy."""
+
+    model: nn.Module
+    path: Path
+    val_acc: float
+    test_acc: float
+    history: list = field(default_factory=list)
+
+
+def train_baseline(splits: Splits, model_name: str, width: int, recipe: TrainRecipe, seed: int,
+                   device: torch.device, cache_dir: str | os.PathLike | None = "data/checkpoints",
+                   progress: bool = True) -> Baseline:
+    """Train (or load the cached) baseline keyed by dataset + model + width + seed + recipe hash."""
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"{splits.name}_{model_name}_w{width}_s{seed}_{recipe.key()}.pt"
+    seed_everything(seed)
+    model = build_model(model_name, width, splits.in_channels, splits.num_classes).to(device)
+    val_loader = make_loader(splits.val, 256)
+    test_loader = make_loader(splits.test, 256)
+    if path is not None and path.is_file():
+        state = torch.load(path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        return Baseline(model, path, state["val_acc"], state["test_acc"], state["history"])
+    train_loader = make_loader(splits.train, recipe.batch_size, shuffle=True, seed=seed)
+    history = train(model, train_loader, recipe, val_loader, desc=f"baseline seed {seed}", progress=progress)
+    val_acc, test_acc = evaluate(model, val_loader)["acc"], evaluate(model, test_loader)["acc"]
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "val_acc": val_acc, "test_acc": test_acc, "history": history}, tmp)
+        tmp.replace(path)
+    return Baseline(model, path, val_acc, test_acc, history)

@@ -1,0 +1,72 @@
+"""Unstructured magnitude pruning with masks (torch.nn.utils.prune), global or layer-wise.
+
+Prunable: the weights of every Conv2d and Linear layer except the classifier (unless
+`include_classifier`); BatchNorm parameters and biases are never pruned. `target` is the fraction
+of *all* parameters removed, so the prunable weights lose target * total / prunable of theirs.
+Masks stay during fine-tuning (the forward pass multiplies by them). Dense FLOPs do not shrink:
+a sparse weight still costs a dense convolution unless a sparse kernel runs it.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from .metrics import count_nonzero_params
+from .models import classifier_of
+from .pruner import PruneContext, PruneResult, check_target, finish
+
+
+def prunable_weights(model: nn.Module, include_classifier: bool = False) -> list[tuple[nn.Module, str]]:
+    """(module, "weight") of every Conv2d / Linear, the classifier only if asked."""
+    head = None if include_classifier else classifier_of(model)
+    return [(m, "weight") for m in model.modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and m is not head]
+
+
+def _amount(model: nn.Module, params: list[tuple[nn.Module, str]], target: float, base_params: int) -> int:
+    """Number of prunable weights to zero so that nonzero = (1 - target) * base_params."""
+    to_remove = count_nonzero_params(model) - int(round((1.0 - target) * base_params))
+    prunable = sum(int(torch.count_nonzero(getattr(m, n))) for m, n in params)
+    if to_remove > prunable:
+        raise ValueError(f"target: {target} removes {to_remove} parameters but only {prunable} are prunable "
+                         "(classifier, BatchNorm and biases are kept); lower the target or set include_classifier")
+    return max(to_remove, 0)
+
+
+def magnitude_prune(model: nn.Module, target: float, base_params: int, scope: str = "global",
+                    include_classifier: bool = False) -> nn.Module:
+    """Zero the smallest-|w| weights so that a fraction `target` of `base_params` is removed.
+
+    scope="global": one threshold over all prunable weights; "layer": every layer loses the same fraction.
+    """
+    check_target(target)
+    params = prunable_weights(model, include_classifier)
+    k = _amount(model, params, target, base_params)
+    if scope == "global":
+        prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=k)
+    elif scope == "layer":
+        fraction = k / sum(getattr(m, n).numel() for m, n in params)
+        for m, n in params:
+            prune.l1_unstructured(m, n, amount=fraction)
+    else:
+        raise ValueError(f"scope: unknown '{scope}', allowed: global, layer")
+    return model
+
+
+def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The pruning masks of a model, by module name."""
+    return {name: m.weight_mask for name, m in model.named_modules() if hasattr(m, "weight_mask")}
+
+
+def prune_global(model: nn.Module, ctx: PruneContext, target: float, include_classifier: bool = False) -> PruneResult:
+    """Registry entry: global magnitude pruning."""
+    magnitude_prune(model, target, ctx.base_params, "global", include_classifier)
+    return finish(model, ctx, {"scope": "global"})
+
+
+def prune_layerwise(model: nn.Module, ctx: PruneContext, target: float,
+                    include_classifier: bool = False) -> PruneResult:
+    """Registry entry: layer-wise magnitude pruning (the same fraction in every layer)."""
+    magnitude_prune(model, target, ctx.base_params, "layer", include_classifier)
+    return finish(model, ctx, {"scope": "layer"})
