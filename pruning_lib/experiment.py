@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .data import DATASETS, load_dataset, make_loader, random_splits
+from .data import DATA_DIR, DATASETS, load_dataset, make_loader, random_splits
 from .metrics import count_macs, count_params, gflops
 from .models import MODELS
 from .pruner import PruneContext
@@ -54,8 +54,8 @@ class Config:
     score_batch_size: int = 128
     val_fraction: float = 0.1
     train_subset: int | None = None
-    data_root: str = "data"
-    checkpoint_dir: str = "data/checkpoints"
+    data_root: str | None = None  # None: pruning_lib.data.DATA_DIR (<repo>/data)
+    checkpoint_dir: str | None = "auto"  # "auto": DATA_DIR/checkpoints; None: no baseline cache
     output_dir: str = "runs"
     device: str = "auto"
 
@@ -207,11 +207,11 @@ def run(cfg: Config, smoke: bool = False, progress: bool = True) -> pd.DataFrame
             if (m, float(r), s) not in done]
     device = pick_device(cfg.device)
     splits = random_splits(cfg.dataset) if smoke else load_dataset(
-        cfg.dataset, cfg.data_root, cfg.val_fraction, split_seed=0, train_subset=cfg.train_subset)
+        cfg.dataset, cfg.data_root or DATA_DIR, cfg.val_fraction, split_seed=0, train_subset=cfg.train_subset)
     bar = tqdm(total=len(todo), desc=cfg.exp_name, disable=not progress)
     for seed in sorted({s for s, _, _ in todo}):
-        base = train_baseline(splits, cfg.model, cfg.width, cfg.baseline_recipe(), seed, device,
-                              cfg.checkpoint_dir, progress)
+        cache = DATA_DIR / "checkpoints" if cfg.checkpoint_dir == "auto" else cfg.checkpoint_dir
+        base = train_baseline(splits, cfg.model, cfg.width, cfg.baseline_recipe(), seed, device, cache, progress)
         base_params = count_params(base.model)
         score_loader = make_loader(splits.train, cfg.score_batch_size, shuffle=True, seed=seed)
         val_loader, test_loader = make_loader(splits.val, 256), make_loader(splits.test, 256)

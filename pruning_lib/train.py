@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .data import Splits, make_loader
+from .data import DATA_DIR, Splits, make_loader
 from .models import build_model
 
 
@@ -166,7 +166,7 @@ class Baseline:
 
 
 def train_baseline(splits: Splits, model_name: str, width: int, recipe: TrainRecipe, seed: int,
-                   device: torch.device, cache_dir: str | os.PathLike | None = "data/checkpoints",
+                   device: torch.device, cache_dir: str | os.PathLike | None = DATA_DIR / "checkpoints",
                    progress: bool = True) -> Baseline:
     """Train (or load the cached) baseline keyed by dataset + model + width + seed + recipe hash."""
     path = None
@@ -189,3 +189,15 @@ def train_baseline(splits: Splits, model_name: str, width: int, recipe: TrainRec
         torch.save({"model": model.state_dict(), "val_acc": val_acc, "test_acc": test_acc, "history": history}, tmp)
         tmp.replace(path)
     return Baseline(model, path, val_acc, test_acc, history)
+
+
+# The baseline recipe of configs/quickstart.json: notebooks and `make run` share its cached checkpoint.
+DIGITS_RECIPE = TrainRecipe(epochs=15, lr=0.1, batch_size=64, weight_decay=5e-4, schedule="cosine")
+
+
+def digits_baseline(seed: int = 0, device: torch.device | None = None, progress: bool = False) -> tuple[Splits, Baseline]:
+    """The digits splits and the small digits ResNet (resnet8) trained with DIGITS_RECIPE (cached)."""
+    from .data import load_dataset
+
+    splits = load_dataset("digits")
+    return splits, train_baseline(splits, "resnet8", 1, DIGITS_RECIPE, seed, device or pick_device(), progress=progress)

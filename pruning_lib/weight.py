@@ -8,11 +8,13 @@ a sparse weight still costs a dense convolution unless a sparse kernel runs it.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .metrics import count_nonzero_params
+from .metrics import count_nonzero_params, count_params
 from .models import classifier_of
 from .pruner import PruneContext, PruneResult, check_target, finish
 
@@ -70,3 +72,35 @@ def prune_layerwise(model: nn.Module, ctx: PruneContext, target: float,
     """Registry entry: layer-wise magnitude pruning (the same fraction in every layer)."""
     magnitude_prune(model, target, ctx.base_params, "layer", include_classifier)
     return finish(model, ctx, {"scope": "layer"})
+
+
+def layer_sparsity(model: nn.Module) -> dict[str, float]:
+    """Fraction of zero weights of every Conv2d / Linear layer, by module name."""
+    return {name: 1.0 - float(torch.count_nonzero(m.weight)) / m.weight.numel()
+            for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
+def layer_sensitivity(model: nn.Module, evaluate_fn, fractions: list[float]) -> dict[str, list[float]]:
+    """Accuracy when one layer at a time loses `fraction` of its smallest-|w| weights (others intact).
+
+    `evaluate_fn(model) -> accuracy`. Returns {layer name: [accuracy per fraction]}.
+    """
+    out = {}
+    for name, m in model.named_modules():
+        if not isinstance(m, (nn.Conv2d, nn.Linear)):
+            continue
+        original, accs = m.weight.detach().clone(), []
+        for f in fractions:
+            prune.l1_unstructured(m, "weight", amount=f)
+            accs.append(evaluate_fn(model))
+            prune.remove(m, "weight")
+            with torch.no_grad():
+                m.weight.copy_(original)
+        out[name] = accs
+    return out
+
+
+def prune_copy(model: nn.Module, sparsity: float, scope: str = "global") -> nn.Module:
+    """A pruned deep copy of `model` (the original is left as it is)."""
+    pruned = copy.deepcopy(model)
+    return magnitude_prune(pruned, sparsity, count_params(pruned), scope)

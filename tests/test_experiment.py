@@ -1,0 +1,97 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pruning_lib import experiment
+from pruning_lib.experiment import COLUMNS, ConfigError, load_config, run, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(tmp_path, **over):
+    raw = {"exp_name": "tiny", "dataset": "digits", "model": "resnet8", "methods": ["magnitude_global"],
+           "ratios": [0.0, 0.5], "seeds": [0], "baseline": {"epochs": 1, "batch_size": 64},
+           "finetune": {"epochs": 1, "lr": 0.01, "batch_size": 64}, "bn_recalibration_batches": 2,
+           "output_dir": str(tmp_path / "runs"), "checkpoint_dir": str(tmp_path / "ckpt")}
+    raw.update(over)
+    return validate(raw)
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"colour": "red"}, "'colour': unknown key"),
+    ({"methods": ["magnitude_global", "lasso"]}, r"'methods\[1\]': unknown 'lasso', allowed: magnitude_global"),
+    ({"dataset": "imagenet"}, "'dataset': unknown 'imagenet', allowed: digits"),
+    ({"model": "resnet18"}, "'model': unknown 'resnet18', allowed: resnet8"),
+    ({"ratios": [0.5, 1.0]}, r"'ratios\[1\]': 1.0 is outside \[0, 1\)"),
+    ({"ratios": [-0.1]}, r"'ratios\[0\]': -0.1 is outside"),
+    ({"finetune": {"epochs": -1}}, "'finetune.epochs': -1 is not a non-negative integer"),
+    ({"baseline": {"epoch": 3}}, "'baseline.epoch': unknown key"),
+    ({"seeds": []}, "'seeds'"),
+    ({"method_options": {"magnitude_global": {"sparsity": 1}}}, "'method_options.magnitude_global.sparsity'"),
+])
+def test_bad_config_names_the_field(tmp_path, change, field):
+    raw = {"exp_name": "x", **change}
+    with pytest.raises(ConfigError, match=field):
+        validate(raw)
+
+
+def test_cli_bad_config_exits_2_with_one_line(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"exp_name": "x", "ratios": [0.0, 1.5]}))
+    p = subprocess.run([sys.executable, "main_prune.py", "--config_path", str(path)], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0 and "ratios[1]" in p.stderr
+
+
+def test_shipped_configs_are_valid():
+    for path in sorted((ROOT / "configs").glob("*.json")):
+        load_config(path)
+
+
+def test_sweep_writes_rows_and_resumes_after_interruption(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path)
+    real_evaluate, calls = experiment.evaluate, []
+
+    def evaluate_then_crash(model, loader):
+        calls.append(1)
+        if len(calls) == 3:  # second row's first evaluation
+            raise KeyboardInterrupt
+        return real_evaluate(model, loader)
+
+    monkeypatch.setattr(experiment, "evaluate", evaluate_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, progress=False)
+    first = pd.read_csv(cfg.run_dir / "results.csv")
+    assert list(first.columns) == COLUMNS and len(first) == 1
+    monkeypatch.setattr(experiment, "evaluate", real_evaluate)
+    df = run(cfg, progress=False)
+    assert len(df) == 2 and df.iloc[0].to_dict() == first.iloc[0].to_dict()  # finished row not redone
+    assert abs(df.set_index("target_ratio").loc[0.5, "param_reduction"] - 0.5) < 0.01
+    assert (cfg.run_dir / "tables.md").read_text().count("|") > 10
+    assert len(json.loads((cfg.run_dir / "results.json").read_text())) == 2
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    run(tiny(tmp_path, ratios=[0.0]), progress=False)
+    with pytest.raises(ConfigError, match="different config"):
+        run(tiny(tmp_path, ratios=[0.0], finetune={"epochs": 2}), progress=False)
+
+
+def test_same_seed_same_numbers(tmp_path):
+    a = run(tiny(tmp_path / "a", checkpoint_dir=None), progress=False)
+    b = run(tiny(tmp_path / "b", checkpoint_dir=None), progress=False)
+    cols = ["params", "nonzero_params", "macs", "acc_pruned", "acc_finetuned"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+
+
+def test_smoke_runs_the_cifar100_wide_config_without_data(tmp_path):
+    cfg = load_config(ROOT / "configs" / "cifar100_resnet32_wide.json")
+    cfg.output_dir, cfg.ratios = str(tmp_path), [0.0, 0.9]
+    df = run(cfg, smoke=True, progress=False)
+    assert len(df) == len(cfg.methods) * 2
+    assert (df["params"] > 7e6).all() and abs(df["gflops"].max() - 2.2) < 0.01
