@@ -22,14 +22,14 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import DATA_DIR, DATASETS, load_dataset, make_loader, random_splits
-from .metrics import count_macs, count_params, gflops
+from .metrics import compression_summary, count_macs, count_params
 from .models import MODELS
 from .pruner import PruneContext
 from .registry import METHODS
 from .train import TrainRecipe, evaluate, pick_device, recalibrate_bn, seed_everything, train, train_baseline
 
 COLUMNS = ["method", "target_ratio", "seed", "params", "nonzero_params", "param_reduction", "macs", "gflops",
-           "acc_pruned", "acc_finetuned", "finetune_epochs", "seconds"]
+           "acc_pruned", "acc_finetuned", "finetune_epochs", "seconds", "compression", "theoretical_speedup"]
 
 
 class ConfigError(ValueError):
@@ -212,7 +212,7 @@ def run(cfg: Config, smoke: bool = False, progress: bool = True) -> pd.DataFrame
     for seed in sorted({s for s, _, _ in todo}):
         cache = DATA_DIR / "checkpoints" if cfg.checkpoint_dir == "auto" else cfg.checkpoint_dir
         base = train_baseline(splits, cfg.model, cfg.width, cfg.baseline_recipe(), seed, device, cache, progress)
-        base_params = count_params(base.model)
+        base_params, base_macs = count_params(base.model), count_macs(base.model, splits.input_shape)
         score_loader = make_loader(splits.train, cfg.score_batch_size, shuffle=True, seed=seed)
         val_loader, test_loader = make_loader(splits.val, 256), make_loader(splits.test, 256)
         for s, method, ratio in todo:
@@ -228,13 +228,15 @@ def run(cfg: Config, smoke: bool = False, progress: bool = True) -> pd.DataFrame
             recipe = cfg.finetune_recipe()
             train(model, make_loader(splits.train, recipe.batch_size, shuffle=True, seed=seed), recipe, val_loader,
                   desc=f"{method} {ratio:.0%}", progress=progress)
-            macs = count_macs(model, splits.input_shape)
-            row = {"method": method, "target_ratio": ratio, "seed": seed, "params": count_params(model),
-                   "nonzero_params": round((1.0 - result.achieved_param_ratio) * base_params),
-                   "param_reduction": round(result.achieved_param_ratio, 6), "macs": macs,
-                   "gflops": round(gflops(macs), 6), "acc_pruned": round(acc_pruned, 4),
+            summary = compression_summary(model, splits.input_shape, base_params, base_macs)
+            row = {"method": method, "target_ratio": ratio, "seed": seed, "params": summary["params"],
+                   "nonzero_params": summary["nonzero_params"],
+                   "param_reduction": round(summary["param_reduction"], 6), "macs": summary["macs"],
+                   "gflops": round(summary["gflops"], 6), "acc_pruned": round(acc_pruned, 4),
                    "acc_finetuned": round(evaluate(model, test_loader)["acc"], 4),
-                   "finetune_epochs": recipe.epochs, "seconds": round(time.perf_counter() - t0, 2)}
+                   "finetune_epochs": recipe.epochs, "seconds": round(time.perf_counter() - t0, 2),
+                   "compression": round(summary["compression"], 4),
+                   "theoretical_speedup": round(summary["theoretical_speedup"], 4)}
             _append_row(csv_path, row)
             write_summaries(run_dir)
             bar.update(1)
@@ -263,7 +265,8 @@ def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         out[name] = t.reindex(order)
     comp = df.groupby(["method", "target_ratio"]).agg(
         params=("params", "mean"), nonzero_params=("nonzero_params", "mean"), macs=("macs", "mean"),
-        gflops=("gflops", "mean"), param_reduction=("param_reduction", "mean"), seeds=("seed", "nunique"))
+        gflops=("gflops", "mean"), param_reduction=("param_reduction", "mean"), compression=("compression", "mean"),
+        theoretical_speedup=("theoretical_speedup", "mean"), seeds=("seed", "nunique"))
     comp.index = comp.index.set_levels([comp.index.levels[0], [pct(r) for r in comp.index.levels[1]]])
     out["compression"] = comp.round(4)
     return out
