@@ -72,3 +72,21 @@ def test_unknown_dataset():
 def test_random_splits_have_the_real_shape():
     s = random_splits("cifar100")
     assert s.train[0][0].shape == (3, 32, 32) and s.num_classes == 100
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """IDX file (the MNIST format): magic 0x0000 08 <ndim>, big-endian dims, uint8 data."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_reads_idx_files(tmp_path):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 60), ("t10k", 20)):
+        _write_idx(raw / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(raw / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, n))
+    s = load_dataset("fashion_mnist", root=tmp_path, val_fraction=0.25, train_subset=30)
+    assert (len(s.train), len(s.val), len(s.test)) == (30, 15, 20)
+    assert s.train[0][0].shape == (1, 28, 28) and s.input_shape == (1, 28, 28)
