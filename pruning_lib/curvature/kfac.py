@@ -1,0 +1,336 @@
+"""K-FAC factors of every Conv2d / Linear layer, their eigenbases, and the EKFAC eigenvalue correction.
+
+For a layer with weight W (C_out x C_in [x k x k]) and per-example gradient ∇W_n = Σ_t δ_{n,t} a_{n,t}ᵀ
+(t: output positions, δ: output gradient of example n's loss, a: input patch), the Fisher block of
+vec(W) (row-major) is approximated by G ⊗ A with
+
+    G = (1/N) Σ_{n,t} δ_{n,t} δ_{n,t}ᵀ                      (C_out x C_out)
+    A = (1/rows) Σ_rows a aᵀ                                 (d x d)
+
+Two forms of A: "im2col" (a = the full patch, d = C_in·k·k; Grosse & Martens 2016) and "channel_patch"
+(a = one input pixel's channel vector, d = C_in, rows = every (example, output position, kernel position)
+pair; the form EigenDamage uses: Fisher ≈ G ⊗ A ⊗ I_{k·k}). A bias is a homogeneous coordinate: a 1
+appended to every row, so A gains a last row / column. The loss of a batch is its mean, so the output
+gradients are multiplied by the batch size to get per-example ones. Labels are sampled from the model's
+softmax ("true" Fisher, `mc_samples` draws per input) or taken from the data ("empirical").
+The model runs in eval mode (BatchNorm uses running statistics, examples stay independent).
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+FORMS = ("channel_patch", "im2col")
+FISHERS = ("true", "empirical")
+
+
+def _check(form: str, fisher: str) -> None:
+    if form not in FORMS:
+        raise ValueError(f"form: unknown '{form}', allowed: {', '.join(FORMS)}")
+    if fisher not in FISHERS:
+        raise ValueError(f"fisher: unknown '{fisher}', allowed: {', '.join(FISHERS)}")
+
+
+@dataclass
+class LayerKFAC:
+    """K-FAC factors of one layer: Fisher block of vec(W) (row-major) ≈ G ⊗ A (⊗ I_{k·k} for channel_patch)."""
+
+    name: str
+    module: nn.Module
+    A: torch.Tensor
+    G: torch.Tensor
+    form: str
+    has_bias: bool
+    _eig: tuple | None = field(default=None, repr=False)
+
+    def eig(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(eig_A, Q_A, eig_G, Q_G): A = Q_A diag(eig_A) Q_Aᵀ, likewise G; eigenvalues clamped at 0.
+        torch.linalg.eigh in float64 for accuracy, computed once and cached."""
+        if self._eig is None:
+            ea, qa = torch.linalg.eigh(self.A.double())
+            eg, qg = torch.linalg.eigh(self.G.double())
+            dt = self.A.dtype
+            self._eig = (ea.clamp_min(0).to(dt), qa.to(dt), eg.clamp_min(0).to(dt), qg.to(dt))
+        return self._eig
+
+
+class KFAC(Mapping):
+    """The K-FAC factors of a model's layers, by module name; `skipped` lists modules with parameters
+    that K-FAC does not cover (BatchNorm and other non Conv2d / Linear layers)."""
+
+    def __init__(self, layers: dict[str, LayerKFAC], skipped: list[str], form: str):
+        self.layers, self.skipped, self.form = layers, skipped, form
+
+    def __getitem__(self, name: str) -> LayerKFAC:
+        return self.layers[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def eigendecompose(self) -> "KFAC":
+        """Eigendecompose every layer's factors (cached on each LayerKFAC)."""
+        for lf in self.layers.values():
+            lf.eig()
+        return self
+
+
+def _pixel_counts(x_hw: tuple[int, int], conv: nn.Conv2d, device: torch.device) -> torch.Tensor:
+    """c_u: how many (output position, kernel position) pairs read input pixel u, as an (H, W) map.
+
+    Unfolding a tensor of ones lists every pair; folding it back sums them per pixel."""
+    ones = torch.ones(1, 1, *x_hw, device=device)
+    kw = dict(kernel_size=conv.kernel_size, dilation=conv.dilation, padding=conv.padding, stride=conv.stride)
+    return F.fold(F.unfold(ones, **kw), x_hw, **kw)[0, 0]
+
+
+def _conv_positions(x_hw: tuple[int, int], conv: nn.Conv2d) -> int:
+    """Number of output positions T of a convolution on an input of size x_hw."""
+    out = [(x_hw[i] + 2 * conv.padding[i] - conv.dilation[i] * (conv.kernel_size[i] - 1) - 1) // conv.stride[i] + 1
+           for i in range(2)]
+    return out[0] * out[1]
+
+
+def input_rows(module: nn.Module, x: torch.Tensor, form: str) -> tuple[torch.Tensor, int]:
+    """(Σ_rows a aᵀ, rows) of one batch of layer inputs `x` in the given form (homogeneous 1 if bias)."""
+    bias = module.bias is not None
+    if isinstance(module, nn.Linear):
+        a = x.reshape(-1, x.shape[-1])
+        if bias:
+            a = torch.cat([a, a.new_ones(a.shape[0], 1)], 1)
+        return a.T @ a, a.shape[0]
+    kk = module.kernel_size[0] * module.kernel_size[1]
+    if form == "im2col":
+        a = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)  # (N, C·k·k, T)
+        a = a.transpose(1, 2).reshape(-1, a.shape[1])
+        if bias:
+            a = torch.cat([a, a.new_ones(a.shape[0], 1)], 1)
+        return a.T @ a, a.shape[0]
+    # channel_patch: A = Σ_u c_u x_u x_uᵀ / rows, one weighted channel covariance (exact for any geometry;
+    # padding rows are zero vectors and count in `rows`), instead of unfolding the input k·k times.
+    counts = _pixel_counts(x.shape[-2:], module, x.device)
+    rows = x.shape[0] * _conv_positions(x.shape[-2:], module) * kk
+    xc = x.transpose(0, 1).reshape(x.shape[1], -1)  # (C, N·H·W)
+    w = counts.flatten().repeat(x.shape[0])
+    s = (xc * w) @ xc.T
+    if bias:
+        m = (xc * w).sum(1, keepdim=True)
+        s = torch.cat([torch.cat([s, m], 1), torch.cat([m.T, m.new_full((1, 1), float(rows))], 1)], 0)
+    return s, rows
+
+
+def _output_gram(g: torch.Tensor) -> torch.Tensor:
+    """Σ_{n,t} δ δᵀ of per-example output gradients g: (N, C_out) or (N, C_out, H, W)."""
+    g = g.transpose(1, -1).reshape(-1, g.shape[1]) if g.dim() == 4 else g.reshape(-1, g.shape[-1])
+    return g.T @ g
+
+
+def _backward(loss: torch.Tensor, retain_graph: bool = False) -> None:
+    """loss.backward(), silencing the warning that the first layer's full backward hook fires although its
+    input needs no gradient (the output gradient is all the hook needs)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        loss.backward(retain_graph=retain_graph)
+
+
+def sample_labels(logits: torch.Tensor, y: torch.Tensor, fisher: str) -> torch.Tensor:
+    """Labels for the Fisher: drawn from softmax(logits) ("true") or the data's own ("empirical")."""
+    if fisher == "empirical":
+        return y
+    return torch.multinomial(F.softmax(logits.detach().float(), 1), 1).squeeze(1)
+
+
+def kfac_layers(model: nn.Module, layers: list[str] | None = None) -> tuple[dict[str, nn.Module], list[str]]:
+    """Conv2d / Linear modules by name (all, or the named ones), and the names of other modules with
+    parameters of their own (skipped)."""
+    found, skipped = {}, []
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if layers is None or name in layers:
+                found[name] = m
+        elif any(True for _ in m.parameters(recurse=False)):
+            skipped.append(name)
+    if layers is not None:
+        missing = sorted(set(layers) - set(found))
+        if missing:
+            raise ValueError(f"layers: {missing} are not Conv2d / Linear modules of the model")
+    return found, skipped
+
+
+def compute_kfac(model: nn.Module, loader: DataLoader, form: str = "channel_patch", fisher: str = "true",
+                 num_batches: int = 4, mc_samples: int = 1, damping: float = 0.0,
+                 layers: list[str] | None = None) -> KFAC:
+    """K-FAC factors (A, G) of every Conv2d / Linear layer, averaged over `num_batches` batches.
+
+    One forward pass per batch records inputs (forward hooks) and `mc_samples` backward passes record
+    output gradients (full backward hooks). `damping` γ adds √γ·I to both A and G. Factors live on the
+    model's device."""
+    _check(form, fisher)
+    if num_batches < 1 or mc_samples < 1:
+        raise ValueError(f"num_batches, mc_samples: must be >= 1 (got {num_batches}, {mc_samples})")
+    modules, skipped = kfac_layers(model, layers)
+    device = next(model.parameters()).device
+    a_sum = {n: None for n in modules}
+    g_sum = {n: None for n in modules}
+    rows = dict.fromkeys(modules, 0)
+    examples, scale = 0, [1.0]
+
+    def fwd(name):
+        def hook(mod, inp, _out):
+            s, r = input_rows(mod, inp[0].detach(), form)
+            a_sum[name] = s if a_sum[name] is None else a_sum[name] + s
+            rows[name] += r
+        return hook
+
+    def bwd(name):
+        def hook(_mod, _gin, gout):
+            gg = _output_gram(gout[0].detach() * scale[0])
+            g_sum[name] = gg if g_sum[name] is None else g_sum[name] + gg
+        return hook
+
+    handles = [m.register_forward_hook(fwd(n)) for n, m in modules.items()]
+    handles += [m.register_full_backward_hook(bwd(n)) for n, m in modules.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        for b, (x, y) in enumerate(loader):
+            if b >= num_batches:
+                break
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            # per-example output gradients = batch size x gradients of the mean loss; each MC draw
+            # counts 1 / mc_samples.
+            scale[0] = x.shape[0] / mc_samples ** 0.5
+            for s in range(mc_samples):
+                loss = F.cross_entropy(logits, sample_labels(logits, y, fisher))
+                model.zero_grad(set_to_none=True)
+                _backward(loss, retain_graph=s < mc_samples - 1)
+            examples += x.shape[0]
+    finally:
+        for h in handles:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    out = {}
+    for n, m in modules.items():
+        A, G = a_sum[n] / rows[n], g_sum[n] / examples
+        if damping > 0:
+            A = A + damping ** 0.5 * torch.eye(A.shape[0], device=device)
+            G = G + damping ** 0.5 * torch.eye(G.shape[0], device=device)
+        out[n] = LayerKFAC(n, m, A, G, form, m.bias is not None)
+    return KFAC(out, skipped, form)
+
+
+def per_example_weight_grads(module: nn.Module, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Per-example gradients ∇W_n = Σ_t δ_{n,t} a_{n,t}ᵀ as (N, C_out, C_in(+1 bias), k·k) from layer inputs
+    x and per-example output gradients g."""
+    bias = module.bias is not None
+    if isinstance(module, nn.Linear):
+        a = torch.cat([x, x.new_ones(x.shape[0], 1)], 1) if bias else x
+        return torch.einsum("no,ni->noi", g, a).unsqueeze(-1)
+    kk = module.kernel_size[0] * module.kernel_size[1]
+    a = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)  # (N, C·kk, T)
+    grad = torch.einsum("not,nkt->nok", g.flatten(2), a).reshape(x.shape[0], g.shape[1], -1, kk)
+    if bias:
+        b = torch.zeros_like(grad[:, :, :1, :])
+        b[:, :, 0, 0] = g.flatten(2).sum(-1)  # the bias sits at kernel position 0 of the extra input row
+        grad = torch.cat([grad, b], 2)
+    return grad
+
+
+def ekfac_correction(model: nn.Module, kfac: KFAC, loader: DataLoader, num_examples: int = 256,
+                     fisher: str = "true") -> dict[str, torch.Tensor]:
+    """EKFAC eigenvalues (George et al. 2018) per layer: s[i, j, p] = E_n[(Q_Gᵀ ∇W_n[:, :, p] Q_A)_ij²]
+    from per-example gradients of `num_examples` examples, shape (C_out, d_A, k·k) for channel_patch
+    factors ((C_out, d_A, 1) for im2col and Linear). Replaces λ_G[i]·λ_A[j] of K-FAC."""
+    _check(kfac.form, fisher)
+    device = next(model.parameters()).device
+    inputs, outgrads = {}, {}
+    mods = {n: lf.module for n, lf in kfac.items()}
+    handles = [m.register_forward_hook(lambda mod, inp, out, n=n: inputs.__setitem__(n, inp[0].detach()))
+               for n, m in mods.items()]
+    handles += [m.register_full_backward_hook(lambda mod, gi, go, n=n: outgrads.__setitem__(n, go[0].detach()))
+                for n, m in mods.items()]
+    sums = {n: None for n in mods}
+    seen = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for x, y in loader:
+            if seen >= num_examples:
+                break
+            x, y = x[: num_examples - seen].to(device), y[: num_examples - seen].to(device)
+            logits = model(x)
+            loss = F.cross_entropy(logits, sample_labels(logits, y, fisher))
+            model.zero_grad(set_to_none=True)
+            _backward(loss)
+            for n, lf in kfac.items():
+                _, qa, _, qg = lf.eig()
+                grad = per_example_weight_grads(lf.module, inputs[n], outgrads[n] * x.shape[0])
+                if kfac.form == "im2col" and isinstance(lf.module, nn.Conv2d):
+                    grad = _as_im2col(grad, lf.has_bias)
+                rot = torch.einsum("oi,noap,ab->nibp", qg, grad, qa)
+                sq = (rot ** 2).sum(0)
+                sums[n] = sq if sums[n] is None else sums[n] + sq
+            seen += x.shape[0]
+    finally:
+        for h in handles:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return {n: s / seen for n, s in sums.items()}
+
+
+def _as_im2col(grad: torch.Tensor, bias: bool) -> torch.Tensor:
+    """(N, C_out, C_in(+1), kk) -> (N, C_out, C_in·kk (+1), 1) in unfold's order (channel-major), the bias
+    (stored at [.., C_in, 0]) last."""
+    n, o, _, kk = grad.shape
+    w = (grad[:, :, :-1, :] if bias else grad).reshape(n, o, -1)
+    if bias:
+        w = torch.cat([w, grad[:, :, -1, :1]], 2)
+    return w.unsqueeze(-1)
+
+
+def diagonal_fisher(model: nn.Module, loader: DataLoader, num_examples: int = 256, fisher: str = "true",
+                    chunk: int = 64) -> dict[str, torch.Tensor]:
+    """Diagonal of the Fisher, F_ii = E_n[(∂ℓ_n/∂θ_i)²], from exact per-example gradients
+    (torch.func.vmap of torch.func.grad), by parameter name, each shaped like its parameter."""
+    from torch.func import functional_call, grad, vmap
+
+    _check("channel_patch", fisher)
+    device = next(model.parameters()).device
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+
+    def loss_one(p, x, y):
+        logits = functional_call(model, (p, buffers), (x.unsqueeze(0),))
+        return F.cross_entropy(logits, y.unsqueeze(0))
+
+    per_example = vmap(grad(loss_one), in_dims=(None, 0, 0))
+    sums = {k: torch.zeros_like(v) for k, v in params.items()}
+    seen = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for x, y in loader:
+            if seen >= num_examples:
+                break
+            x, y = x[: num_examples - seen].to(device), y[: num_examples - seen].to(device)
+            with torch.no_grad():
+                y = sample_labels(model(x), y, fisher)
+            for i in range(0, x.shape[0], chunk):
+                grads = per_example(params, x[i:i + chunk], y[i:i + chunk])
+                for k, g in grads.items():
+                    sums[k] += (g ** 2).sum(0)
+            seen += x.shape[0]
+    finally:
+        model.train(was_training)
+    return {k: s / seen for k, s in sums.items()}

@@ -1,0 +1,181 @@
+"""K-FAC, EKFAC and diagonal Fisher against independent oracles (per-example loops, dense Fisher, closed forms)."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from pruning_lib.curvature import compute_kfac, diagonal_fisher, ekfac_correction
+from pruning_lib.curvature.kfac import input_rows
+
+
+def tiny_net(bias=False):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, bias=bias), nn.BatchNorm2d(3), nn.ReLU(),
+                         nn.Conv2d(3, 4, 3, stride=2, bias=bias), nn.ReLU(), nn.Flatten(), nn.Linear(16, 5)).eval()
+
+
+def loader(n=8, shape=(2, 6, 6), classes=5, batch=None):
+    g = torch.Generator().manual_seed(1)
+    ds = TensorDataset(torch.randn(n, *shape, generator=g), torch.randint(0, classes, (n,), generator=g))
+    return DataLoader(ds, batch_size=batch or n)
+
+
+def per_example_grads(model, x, y):
+    """List over examples of {param name: gradient} by a plain loop (batch of one, eval mode)."""
+    out = []
+    for i in range(x.shape[0]):
+        model.zero_grad()
+        F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+        out.append({k: p.grad.clone() for k, p in model.named_parameters()})
+    model.zero_grad()
+    return out
+
+
+def rel(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("padding", [0, 1])
+@pytest.mark.parametrize("bias", [False, True])
+def test_channel_patch_matches_the_unfold_form(k, stride, padding, bias):
+    conv = nn.Conv2d(3, 4, k, stride=stride, padding=padding, bias=bias)
+    x = torch.randn(5, 3, 7, 6)
+    a = F.unfold(x, k, padding=padding, stride=stride)  # (N, C·k·k, T)
+    rows = a.reshape(5, 3, k * k, -1).permute(0, 2, 3, 1).reshape(-1, 3)  # one row per (n, p, t)
+    if bias:
+        rows = torch.cat([rows, torch.ones(rows.shape[0], 1)], 1)
+    ref = rows.T @ rows
+    fast, n = input_rows(conv, x, "channel_patch")
+    assert n == rows.shape[0]
+    assert rel(fast, ref) < 1e-5
+
+
+def test_linear_one_example_fisher_block_is_exactly_g_kron_a():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3))
+    dl = loader(1, (4,), 3)
+    kf = compute_kfac(model, dl, form="im2col", fisher="empirical", num_batches=1)["0"]
+    x, y = next(iter(dl))
+    g = per_example_grads(model, x, y)[0]
+    vec = torch.cat([g["0.weight"], g["0.bias"][:, None]], 1).flatten()  # row-major, bias = homogeneous coord
+    assert torch.allclose(torch.kron(kf.G, kf.A), torch.outer(vec, vec), atol=1e-6)
+
+
+def test_conv_with_one_output_position_is_exact_in_im2col_form():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, bias=False), nn.Flatten(), nn.Linear(3, 4)).eval()
+    dl = loader(1, (2, 3, 3), 4)
+    kf = compute_kfac(model, dl, form="im2col", fisher="empirical", num_batches=1)["0"]
+    x, y = next(iter(dl))
+    vec = per_example_grads(model, x, y)[0]["0.weight"].flatten()
+    assert torch.allclose(torch.kron(kf.G, kf.A), torch.outer(vec, vec), atol=1e-6)
+
+
+@pytest.mark.parametrize("form", ["channel_patch", "im2col"])
+def test_factors_match_their_definition_over_a_batch(form):
+    """A = mean over rows of a aᵀ and G = (1/N) Σ_{n,t} δδᵀ, with δ from one-example backward passes."""
+    model = tiny_net()
+    dl = loader(8, batch=4)
+    kfac = compute_kfac(model, dl, form=form, fisher="empirical", num_batches=2)
+    assert kfac.skipped == ["1"]  # BatchNorm
+    x, y = next(iter(DataLoader(dl.dataset, batch_size=8)))
+    conv = model[3]
+    acts, outs = [], []
+    def record(_m, inp, out):
+        acts.append(inp[0].detach())
+        outs.append(out)
+
+    h1 = conv.register_forward_hook(record)
+    G_ref = torch.zeros(4, 4)
+    for i in range(8):
+        logits = model(x[i:i + 1])
+        delta = torch.autograd.grad(F.cross_entropy(logits, y[i:i + 1]), outs[-1])[0][0]  # (C_out, H, W)
+        d = delta.flatten(1).T
+        G_ref += d.T @ d / 8
+    h1.remove()
+    xin = torch.cat(acts)
+    a = F.unfold(xin, 3, stride=2)  # (N, C·9, T)
+    if form == "im2col":
+        rows = a.transpose(1, 2).reshape(-1, 27)
+    else:
+        rows = a.reshape(8, 3, 9, -1).permute(0, 2, 3, 1).reshape(-1, 3)
+    A_ref = rows.T @ rows / rows.shape[0]
+    assert rel(kfac["3"].A, A_ref) < 1e-5 and rel(kfac["3"].G, G_ref) < 1e-5
+
+
+def test_true_fisher_g_of_the_classifier_matches_the_closed_form():
+    """For logits z = W a + b, δ = p - e_y; E_{y~p}[δδᵀ] = diag(p) - ppᵀ, averaged over inputs."""
+    model = tiny_net()
+    dl = loader(4)
+    torch.manual_seed(0)
+    G = compute_kfac(model, dl, fisher="true", num_batches=1, mc_samples=3000, layers=["6"])["6"].G
+    x, _ = next(iter(dl))
+    with torch.no_grad():
+        p = F.softmax(model(x), 1)
+    G_ref = (torch.diag_embed(p) - p[:, :, None] * p[:, None, :]).mean(0)
+    assert rel(G, G_ref) < 0.06
+
+
+def test_eigendecomposition_reconstructs_the_factors():
+    lf = compute_kfac(tiny_net(), loader(), num_batches=1)["3"]
+    ea, qa, eg, qg = lf.eig()
+    assert (ea >= 0).all() and (eg >= 0).all()
+    assert torch.allclose(qa @ torch.diag(ea) @ qa.T, lf.A, atol=1e-5)
+    assert torch.allclose(qg @ torch.diag(eg) @ qg.T, lf.G, atol=1e-5)
+    assert lf.eig() is lf.eig()  # cached
+
+
+def test_damping_adds_sqrt_gamma_identity():
+    a = compute_kfac(tiny_net(), loader(), fisher="empirical", num_batches=1)["3"]
+    b = compute_kfac(tiny_net(), loader(), fisher="empirical", num_batches=1, damping=0.04)["3"]
+    assert torch.allclose(b.A - a.A, 0.2 * torch.eye(3), atol=1e-6)
+    assert torch.allclose(b.G - a.G, 0.2 * torch.eye(4), atol=1e-6)
+
+
+@pytest.mark.parametrize("form", ["channel_patch", "im2col"])
+def test_ekfac_matches_a_brute_force_loop(form):
+    model = tiny_net(bias=True)
+    dl = loader(6, batch=4)
+    kfac = compute_kfac(model, dl, form=form, fisher="empirical", num_batches=2)
+    s = ekfac_correction(model, kfac, dl, num_examples=6, fisher="empirical")
+    x, y = next(iter(DataLoader(dl.dataset, batch_size=6)))
+    grads = per_example_grads(model, x, y)
+    for name in ("0", "3", "6"):
+        _, qa, _, qg = kfac[name].eig()
+        ref = 0
+        for g in grads:
+            w, b = g[f"{name}.weight"], g[f"{name}.bias"]
+            if w.dim() == 2:
+                mats = [torch.cat([w, b[:, None]], 1)]
+            elif form == "im2col":
+                mats = [torch.cat([w.flatten(1), b[:, None]], 1)]
+            else:  # channel_patch: one matrix per kernel position, the bias at position 0
+                wk = w.flatten(2)
+                mats = [torch.cat([wk[:, :, p], (b if p == 0 else torch.zeros_like(b))[:, None]], 1)
+                        for p in range(wk.shape[2])]
+            ref = ref + torch.stack([(qg.T @ m @ qa) ** 2 for m in mats], -1) / len(grads)
+        assert s[name].shape == ref.shape
+        assert rel(s[name], ref) < 1e-4
+
+
+def test_diagonal_fisher_matches_a_per_example_loop():
+    model = tiny_net(bias=True)
+    dl = loader(10, batch=4)
+    diag = diagonal_fisher(model, dl, num_examples=10, fisher="empirical", chunk=3)
+    x, y = next(iter(DataLoader(dl.dataset, batch_size=10)))
+    grads = per_example_grads(model, x, y)
+    for k in diag:
+        ref = sum(g[k] ** 2 for g in grads) / 10
+        assert rel(diag[k], ref) < 1e-5, k
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="form: unknown 'full'"):
+        compute_kfac(tiny_net(), loader(), form="full")
+    with pytest.raises(ValueError, match="fisher: unknown 'exact'"):
+        compute_kfac(tiny_net(), loader(), fisher="exact")
+    with pytest.raises(ValueError, match="layers"):
+        compute_kfac(tiny_net(), loader(), layers=["1"])
