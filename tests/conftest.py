@@ -1,4 +1,4 @@
-"""Shared test fixtures: small thread count so parallel test runs stay predictable."""
+"""Shared test fixtures: one intra-op thread: the unit tests use tiny tensors, where more threads only add contention."""
 import torch
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)
