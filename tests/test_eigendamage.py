@@ -1,0 +1,317 @@
+"""EigenDamage: scores vs a brute-force K-FAC quadratic form, exact rebuild, counts, caps, target search."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pruning_lib import eigendamage as ed
+from pruning_lib.metrics import count_macs, count_nonzero_params, count_params
+from pruning_lib.models import build_model
+
+INPUT = (1, 8, 8)
+
+
+def spd(n: int, gen: torch.Generator) -> torch.Tensor:
+    """A random symmetric positive-definite matrix with spread-out eigenvalues (float64)."""
+    m = torch.randn(n, n, generator=gen, dtype=torch.float64)
+    return m @ m.T / n + 0.05 * torch.eye(n, dtype=torch.float64)
+
+
+def bases_of(A: torch.Tensor, G: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    eig_A, Q_A = torch.linalg.eigh(A)
+    eig_G, Q_G = torch.linalg.eigh(G)
+    return eig_A, Q_A, eig_G, Q_G
+
+
+def random_layers(model: nn.Module, names: list[str], seed: int = 0, shape=INPUT) -> list[ed.LayerScores]:
+    """LayerScores of every named layer from random SPD factors (stand-ins for K-FAC's A and G)."""
+    gen = torch.Generator().manual_seed(seed)
+    pixels = ed.layer_pixels(model, names, shape)
+    out = []
+    for n in names:
+        core = ed._core(model.get_submodule(n))
+        w = core.weight
+        out.append(ed.layer_scores(model.get_submodule(n), n, bases_of(spd(w.shape[1], gen), spd(w.shape[0], gen)),
+                                   pixels[n]))
+    return out
+
+
+def tiny_resnet() -> nn.Module:
+    torch.manual_seed(0)
+    model = build_model("resnet8", 1, INPUT[0], 10).eval()
+    for m in model.modules():  # non-trivial BatchNorm (as after training) so eval mode is a real test
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model
+
+
+def direct_macs(model: nn.Module) -> int:
+    """MACs by hooks on every Conv2d / Linear: C_out·C_in/groups·k²·H_out·W_out and in·out (independent count)."""
+    total, hooks = [0], []
+
+    def hook(m, inputs, output):
+        if isinstance(m, nn.Conv2d):
+            total[0] += output[0].numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+        else:
+            total[0] += m.in_features * m.out_features
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            hooks.append(m.register_forward_hook(hook))
+    with torch.no_grad():
+        model(torch.zeros(1, *INPUT))
+    for h in hooks:
+        h.remove()
+    return total[0]
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 3, 3), (5, 6)])
+def test_scores_equal_bruteforce_kfac_quadratic_form(shape):
+    gen = torch.Generator().manual_seed(1)
+    W = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    c_out, c_in, kk = shape[0], shape[1], W[0, 0].numel()
+    A, G = spd(c_in, gen), spd(c_out, gen)
+    eig_A, Q_A, eig_G, Q_G = bases_of(A, G)
+    score_in, score_out = ed.direction_scores(ed.rotate(W, Q_A, Q_G), eig_A, eig_G)
+    fisher = torch.kron(G, torch.kron(A, torch.eye(kk, dtype=torch.float64)))  # row-major (i, j, p)
+    Wm = W.reshape(c_out, c_in, kk)
+    for i in range(c_out):
+        q = Q_G[:, i:i + 1]
+        dw = -(q @ q.T @ Wm.permute(2, 0, 1)).permute(1, 2, 0).reshape(-1)  # remove output direction i
+        assert torch.allclose(dw @ fisher @ dw, score_out[i], rtol=1e-9)
+    for j in range(c_in):
+        a = Q_A[:, j:j + 1]
+        dw = -(Wm.permute(2, 0, 1) @ a @ a.T).permute(1, 2, 0).reshape(-1)  # remove input direction j
+        assert torch.allclose(dw @ fisher @ dw, score_in[j], rtol=1e-9)
+
+
+def test_nothing_pruned_reproduces_outputs():
+    model = tiny_resnet()
+    model.fc.bias.data.uniform_(-1, 1)
+    x = torch.randn(16, *INPUT)
+    expected = model(x)
+    names = ed.prunable_layers(model, include_classifier=True)
+    assert "fc" in names and "layer2.0.shortcut.0" in names
+    layers = random_layers(model, names)
+    ed.rebuild(model, layers, {ls.name: ls.ranks for ls in layers})  # every direction kept, growth allowed
+    assert all(isinstance(model.get_submodule(n), ed.EigenBottleneck) for n in names)
+    assert torch.allclose(model.eval()(x), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 2, 2)])
+def test_partial_rebuild_is_the_projected_weight(stride, padding, dilation):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 5, 3, stride, padding, dilation, bias=True)
+    layer = random_layers(nn.Sequential(conv), ["0"], shape=(6, 9, 9))[0]
+    keep_in, keep_out = torch.tensor([4, 0, 2]), torch.tensor([1, 3])
+    new = ed.factorize(conv, layer, keep_in, keep_out)
+    P_A = layer.Q_A[:, keep_in] @ layer.Q_A[:, keep_in].T
+    P_G = layer.Q_G[:, keep_out] @ layer.Q_G[:, keep_out].T
+    w = torch.einsum("ab,bcxy,cd->adxy", P_G, conv.weight.double(), P_A).float()
+    x = torch.randn(2, 6, 9, 9)
+    assert torch.allclose(new(x), F.conv2d(x, w, conv.bias, stride, padding, dilation), atol=1e-5)
+    assert [tuple(p.weight.shape) for p in new] == [(3, 6, 1, 1), (2, 3, 3, 3), (5, 2, 1, 1)]
+
+
+def test_counts_cap_and_never_grows():
+    model = tiny_resnet()
+    names = ed.prunable_layers(model)
+    assert "fc" not in names
+    layers = random_layers(model, names)
+    all_scores = torch.cat([torch.cat([ls.score_in, ls.score_out]) for ls in layers])
+    threshold, cap = float(all_scores.quantile(0.4)), 0.8
+    plan = ed.plan_layers(layers, threshold, cap)
+    before = {n: sum(p.numel() for p in model.get_submodule(n).parameters()) for n in names}
+    params0, macs0 = count_params(model), count_macs(model, INPUT)
+    totals = ed.plan_totals(layers, plan)
+    ed.rebuild(model, layers, plan)
+    assert count_params(model) == params0 + totals["params_delta"] == sum(p.numel() for p in model.parameters())
+    assert count_macs(model, INPUT) == macs0 + totals["macs_delta"] == direct_macs(model)
+    factored = [ls for ls in layers if plan[ls.name] is not None]
+    left = [ls for ls in layers if plan[ls.name] is None]
+    assert factored and left  # both cases occur at this threshold
+    for ls in factored:
+        r_in, r_out = plan[ls.name]
+        assert r_in >= max(1, -(-2 * ls.c_in // 10)) and r_out >= max(1, -(-2 * ls.c_out // 10))  # cap 0.8
+        assert sum(p.numel() for p in model.get_submodule(ls.name).parameters()) < before[ls.name]
+    for ls in left:  # left as it is: nothing removed, or the factored form would not be smaller
+        r = ed.kept_counts(ls, threshold, cap)
+        assert r == ls.ranks or ls.factored_cost(*r)[0] >= ls.params
+        assert not isinstance(model.get_submodule(ls.name), ed.EigenBottleneck)
+
+
+def test_cap_reaches_one_direction_per_side():
+    layers = random_layers(tiny_resnet(), ["layer1.0.conv1"])
+    assert ed.kept_counts(layers[0], float("inf"), 0.99) == (1, 1)
+    assert ed.kept_counts(layers[0], float("inf"), 0.5) == (8, 8)
+    assert ed.kept_counts(layers[0], -float("inf"), 0.5) == (16, 16)
+
+
+@pytest.mark.parametrize("kind", ["params", "directions"])
+def test_threshold_search_hits_target(kind):
+    model = tiny_resnet()
+    names = ed.prunable_layers(model)
+    layers = random_layers(model, names)
+    base = count_params(model)
+    for target in (0.0, 0.3, 0.6, 0.85):
+        threshold, got = ed.search_threshold(layers, target, 0.95, base, base, kind)
+        assert abs(got - target) <= 0.01
+        plan = ed.plan_layers(layers, threshold, 0.95)
+        pruned = ed.rebuild(copy.deepcopy(model), layers, plan)
+        measured = 1 - count_params(pruned) / base
+        if kind == "params":
+            assert abs(measured - target) <= 0.01
+        else:
+            totals = ed.plan_totals(layers, plan)
+            assert abs(1 - totals["directions"] / totals["directions_total"] - target) <= 0.01
+    with pytest.raises(ValueError, match="target"):
+        ed.search_threshold(layers, 0.99, 0.5, base, base, kind)
+
+
+def test_merge_keeps_one_bottleneck_per_layer():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(6, 8, 3, padding=1, bias=False))
+    x = torch.randn(2, 6, 7, 7)
+    first = random_layers(model, ["0"], seed=1, shape=(6, 7, 7))[0]
+    model[0] = ed.factorize(model[0], first, ed._top(first.score_in, 4), ed._top(first.score_out, 5))
+    out1 = model(x)
+    second = random_layers(model, ["0"], seed=2, shape=(6, 7, 7))[0]  # bases of the core (4 -> 5)
+    assert second.ranks == (4, 5) and (second.c_in, second.c_out) == (6, 8)
+    merged = ed.factorize(model[0], second, torch.arange(4), torch.arange(5))  # exact: nothing removed
+    assert torch.allclose(merged(x), out1, atol=1e-5)
+    model[0] = ed.factorize(model[0], second, ed._top(second.score_in, 2), ed._top(second.score_out, 3))
+    assert isinstance(model[0], ed.EigenBottleneck)
+    assert [type(m) for m in model[0]] == [nn.Conv2d] * 3
+    assert [tuple(m.weight.shape) for m in model[0]] == [(2, 6, 1, 1), (3, 2, 3, 3), (8, 3, 1, 1)]
+    assert ed.prunable_layers(model, include_classifier=True) == ["0"]
+
+
+def test_freeze_rotations():
+    conv = nn.Conv2d(4, 4, 3, padding=1)
+    layer = random_layers(nn.Sequential(conv), ["0"], shape=(4, 5, 5))[0]
+    new = ed.factorize(conv, layer, torch.arange(2), torch.arange(2), freeze_rotations=True)
+    assert [p.requires_grad for p in (new.rot_in.weight, new.core.weight, new.rot_out.weight, new.rot_out.bias)] \
+        == [False, True, False, True]
+
+
+@pytest.mark.parametrize("field,kwargs", [
+    ("mode", {"mode": "greedy"}), ("fisher", {"fisher": "exact"}), ("target_kind", {"target_kind": "flops"}),
+    ("num_batches", {"num_batches": 0}), ("iterations", {"iterations": 0}), ("layer_cap", {"layer_cap": 1.0}),
+    ("target", {"target": 1.2})])
+def test_bad_options_name_the_field(field, kwargs):
+    args = {"target": 0.5, **kwargs}
+    with pytest.raises(ValueError, match=field):
+        ed.eigendamage(tiny_resnet(), None, input_shape=INPUT, **args)
+
+
+# --- with the curvature toolkit's K-FAC -------------------------------------------------------------------
+
+def random_loader(n: int = 64, batch: int = 32, shape=INPUT, classes: int = 10):
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, *shape, generator=gen), torch.randint(0, classes, (n,), generator=gen)
+    data = torch.utils.data.TensorDataset(x, y)
+    return torch.utils.data.DataLoader(data, batch_size=batch)
+
+
+def test_kfac_scores_equal_bruteforce_quadratic_form():
+    from pruning_lib.curvature import compute_kfac
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(6, 3))
+    loader = random_loader(32, 16, classes=3)
+    names = ed.prunable_layers(model, include_classifier=True)
+    assert names == ["0", "3", "7"]
+    torch.manual_seed(1)  # the true Fisher samples labels: the same seed gives the same factors twice
+    layers, skipped = ed.score_model(model, loader, names, INPUT, num_batches=2)
+    assert skipped == []
+    torch.manual_seed(1)
+    kfac = compute_kfac(model, loader, form="channel_patch", num_batches=2, layers=names)
+    for ls in layers:
+        lf, w = kfac[ls.name], model.get_submodule(ls.name).weight.detach().double()
+        A = lf.A.double()[:-1, :-1] if lf.has_bias else lf.A.double()
+        c_out, c_in, kk = w.shape[0], w.shape[1], w[0, 0].numel()
+        fisher = torch.kron(lf.G.double(), torch.kron(A, torch.eye(kk, dtype=torch.float64)))
+        wm = w.reshape(c_out, c_in, kk).permute(2, 0, 1)
+        Q_A, Q_G = ls.Q_A.double(), ls.Q_G.double()
+        for i in range(c_out):
+            dw = (Q_G[:, i:i + 1] @ Q_G[:, i:i + 1].T @ wm).permute(1, 2, 0).reshape(-1)
+            assert torch.allclose(dw @ fisher @ dw, ls.score_out[i].double(), rtol=1e-4, atol=1e-10)
+        for j in range(c_in):
+            dw = (wm @ Q_A[:, j:j + 1] @ Q_A[:, j:j + 1].T).permute(1, 2, 0).reshape(-1)
+            assert torch.allclose(dw @ fisher @ dw, ls.score_in[j].double(), rtol=1e-4, atol=1e-10)
+
+
+def test_registry_oneshot_hits_target_and_counts():
+    from pruning_lib.pruner import PruneContext
+    from pruning_lib.registry import METHODS
+
+    model = tiny_resnet()
+    base = count_params(model)
+    ctx = PruneContext(random_loader(), INPUT, base, 0)
+    entry = METHODS["eigendamage"]
+    assert entry.family == "eigen"
+    result = entry.fn(model, ctx, 0.5, **{**entry.options, "num_batches": 2})
+    # the search counts parameters densely; the kit reports nonzero ones (exact zeros in rotations count as removed)
+    assert abs(1 - count_params(result.model) / base - 0.5) <= 0.01
+    assert abs(result.achieved_param_ratio - 0.5) <= 0.01
+    assert result.achieved_param_ratio == pytest.approx(1 - count_nonzero_params(result.model) / base, abs=1e-9)
+    assert result.achieved_flops == 2 * direct_macs(result.model)
+    assert result.info["ranks"] and all(r_in >= 1 and r_out >= 1 for r_in, r_out in result.info["ranks"].values())
+    assert not isinstance(result.model.fc, ed.EigenBottleneck)  # classifier kept by default
+
+
+def test_target_zero_leaves_the_model_as_it_is():
+    model = tiny_resnet()
+    x = torch.randn(4, *INPUT)
+    expected = model(x)
+    ed.eigendamage(model, random_loader(), 0.0, INPUT, num_batches=1)
+    assert not any(isinstance(m, ed.EigenBottleneck) for m in model.modules())
+    assert torch.equal(model.eval()(x), expected)
+
+
+def test_iterative_keeps_one_bottleneck_per_layer():
+    model = tiny_resnet()
+    base = count_params(model)
+    convs_before = sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    model, info = ed.eigendamage(model, random_loader(), 0.7, INPUT, num_batches=1, mode="iterative",
+                                 iterations=3, freeze_rotations=True)
+    assert len(info["rounds"]) == 3 and abs(1 - count_params(model) / base - 0.7) <= 0.01
+    bottlenecks = [m for m in model.modules() if isinstance(m, ed.EigenBottleneck)]
+    assert bottlenecks
+    for b in bottlenecks:
+        assert [type(m) for m in b] == [nn.Conv2d] * 3  # one 1x1 -> core -> 1x1, no nesting
+        assert not b.rot_in.weight.requires_grad and not b.rot_out.weight.requires_grad
+    assert sum(isinstance(m, nn.Conv2d) for m in model.modules()) == convs_before + 2 * len(bottlenecks)
+
+
+def test_registry_options_are_the_function_defaults():
+    import inspect
+
+    from pruning_lib.registry import METHODS
+
+    params = inspect.signature(ed.prune_eigendamage).parameters
+    defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    assert METHODS["eigendamage"].options == defaults
+
+
+def test_frobenius_baseline_is_truncated_svd():
+    torch.manual_seed(0)
+    lin = nn.Linear(7, 5)
+    ls = ed.frobenius_layer_scores(lin, "lin")
+    sigma = torch.linalg.svdvals(lin.weight.detach().double())
+    assert torch.allclose(torch.sort(ls.score_out, descending=True).values, sigma.pow(2))
+    assert torch.allclose(torch.sort(ls.score_in, descending=True).values[:5], sigma.pow(2))
+    new = ed.factorize(lin, ls, ed._top(ls.score_in, 2), ed._top(ls.score_out, 2))
+    w_hat = new.rot_out.weight @ new.core.weight @ new.rot_in.weight  # Eckart-Young: best rank-2 approximation
+    err = (w_hat.double() - lin.weight.detach().double()).pow(2).sum()
+    assert torch.allclose(err, sigma[2:].pow(2).sum(), rtol=1e-5)
+    conv = nn.Conv2d(4, 6, 3)
+    cs = ed.frobenius_layer_scores(conv, "conv")
+    unfold0 = conv.weight.detach().double().reshape(6, -1)
+    assert torch.allclose(torch.sort(cs.score_out, descending=True).values, torch.linalg.svdvals(unfold0).pow(2))
