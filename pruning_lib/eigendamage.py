@@ -35,9 +35,9 @@ import torch
 from torch import nn
 
 from .curvature import compute_kfac
-from .metrics import count_params
+from .metrics import count_params, layer_pixels
 from .models import classifier_of
-from .pruner import PruneContext, PruneResult, check_target, finish
+from .pruner import PruneContext, PruneResult, check_target, closest_threshold, finish
 from .train import recalibrate_bn
 
 TOLERANCE = 0.01  # the target is hit within one percentage point
@@ -134,27 +134,6 @@ def _core(module: nn.Module) -> nn.Module:
     return module.core if isinstance(module, EigenBottleneck) else module
 
 
-def layer_pixels(model: nn.Module, names: list[str], input_shape: tuple[int, ...]) -> dict[str, tuple[int, int]]:
-    """{name: (input pixels, output pixels)} of the named modules on one input of `input_shape`."""
-    modules, out, hooks = dict(model.named_modules()), {}, []
-    for name in names:
-        def hook(m, inputs, output, name=name):
-            x = inputs[0]
-            out[name] = (x.shape[-2] * x.shape[-1] if x.dim() == 4 else 1,
-                         output.shape[-2] * output.shape[-1] if output.dim() == 4 else 1)
-        hooks.append(modules[name].register_forward_hook(hook))
-    device, was_training = next(model.parameters()).device, model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=device))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    return out
-
-
 def layer_scores(module: nn.Module, name: str, bases: tuple[torch.Tensor, ...],
                  pixels: tuple[int, int] = (1, 1)) -> LayerScores:
     """Rotate the (core) weight of `module` into the eigenbasis `bases` = (eig_A, Q_A, eig_G, Q_G) of its
@@ -249,21 +228,14 @@ def search_threshold(layers: list[LayerScores], target: float, layer_cap: float,
     removed never decreases as the threshold rises). Raise ValueError when it misses by more than 1 point."""
     scores = torch.cat([torch.cat([ls.score_in, ls.score_out]).double().cpu() for ls in layers])
     candidates = torch.cat([torch.tensor([-math.inf], dtype=torch.float64), scores.unique()]).tolist()
-    value = lambda i: achieved(layers, plan_layers(layers, candidates[i], layer_cap),  # noqa: E731
+    value = lambda t: achieved(layers, plan_layers(layers, t, layer_cap),  # noqa: E731
                                target_kind, current_params, base_params)
-    lo, hi = 0, len(candidates) - 1
-    if value(hi) < target:
-        lo = hi
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if value(mid) < target else (lo, mid)
-    best = min((lo, hi), key=lambda i: abs(value(i) - target))
-    got = value(best)
+    threshold, got = closest_threshold(candidates, value, target)
     if abs(got - target) > TOLERANCE:
         raise ValueError(f"target: {target} cannot be reached within 1 point by eigendamage "
                          f"(target_kind={target_kind}, layer_cap={layer_cap}): the nearest is {got:.4f} "
-                         f"(at most {value(len(candidates) - 1):.4f}); raise layer_cap or include the classifier")
-    return candidates[best], got
+                         f"(at most {value(candidates[-1]):.4f}); raise layer_cap or include the classifier")
+    return threshold, got
 
 
 def _top(scores: torch.Tensor, k: int) -> torch.Tensor:

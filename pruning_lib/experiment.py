@@ -213,13 +213,15 @@ def run(cfg: Config, smoke: bool = False, progress: bool = True) -> pd.DataFrame
         cache = DATA_DIR / "checkpoints" if cfg.checkpoint_dir == "auto" else cfg.checkpoint_dir
         base = train_baseline(splits, cfg.model, cfg.width, cfg.baseline_recipe(), seed, device, cache, progress)
         base_params, base_macs = count_params(base.model), count_macs(base.model, splits.input_shape)
-        score_loader = make_loader(splits.train, cfg.score_batch_size, shuffle=True, seed=seed)
         val_loader, test_loader = make_loader(splits.val, 256), make_loader(splits.test, 256)
         for s, method, ratio in todo:
             if s != seed:
                 continue
             t0 = time.perf_counter()
             seed_everything(seed)
+            # A fresh loader per row: a shared one would advance its shuffle generator, so a row's result
+            # would depend on which rows ran before it (and a resumed run would differ from a full one).
+            score_loader = make_loader(splits.train, cfg.score_batch_size, shuffle=True, seed=seed)
             ctx = PruneContext(score_loader, splits.input_shape, base_params, seed)
             options = {**METHODS[method].options, **cfg.method_options.get(method, {})}
             result = METHODS[method].fn(copy.deepcopy(base.model), ctx, ratio, **options)

@@ -83,3 +83,24 @@ def compression_summary(model: nn.Module, input_shape: tuple[int, ...], base_par
         "gflops": gflops(macs),
         "theoretical_speedup": base_macs / max(macs, 1),
     }
+
+
+def layer_pixels(model: nn.Module, names: list[str], input_shape: tuple[int, ...]) -> dict[str, tuple[int, int]]:
+    """{name: (input pixels, output pixels)} of the named modules on one input of `input_shape`."""
+    modules, out, hooks = dict(model.named_modules()), {}, []
+    for name in names:
+        def hook(m, inputs, output, name=name):
+            x = inputs[0]
+            out[name] = (x.shape[-2] * x.shape[-1] if x.dim() == 4 else 1,
+                         output.shape[-2] * output.shape[-1] if output.dim() == 4 else 1)
+        hooks.append(modules[name].register_forward_hook(hook))
+    device, was_training = next(model.parameters()).device, model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return out

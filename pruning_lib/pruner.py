@@ -52,3 +52,17 @@ def check_target(target: float) -> None:
     """Raise ValueError unless 0 <= target < 1."""
     if not 0.0 <= target < 1.0:
         raise ValueError(f"target: {target} is outside [0, 1) (the fraction of parameters removed)")
+
+
+def closest_threshold(candidates: list[float], removed: Callable[[float], float], target: float) -> tuple[float, float]:
+    """(t, removed(t)) for the t among sorted `candidates` whose removed fraction is closest to `target`, by
+    bisection: `removed` must never decrease as the threshold rises, so O(log n) evaluations suffice."""
+    value = lambda i: removed(candidates[i])  # noqa: E731
+    lo, hi = 0, len(candidates) - 1
+    if value(hi) < target:
+        lo = hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if value(mid) < target else (lo, mid)
+    best = min((lo, hi), key=lambda i: abs(value(i) - target))
+    return candidates[best], value(best)

@@ -89,6 +89,14 @@ def test_same_seed_same_numbers(tmp_path):
     pd.testing.assert_frame_equal(a[cols], b[cols])
 
 
+def test_a_row_does_not_depend_on_the_rows_before_it(tmp_path):
+    # data-dependent scores (Taylor) and BatchNorm re-estimation draw batches: each row must see the same ones
+    a = run(tiny(tmp_path / "a", methods=["taylor"], ratios=[0.0, 0.5]), progress=False)
+    b = run(tiny(tmp_path / "b", methods=["taylor"], ratios=[0.5]), progress=False)
+    cols = ["params", "macs", "acc_pruned", "acc_finetuned"]
+    pd.testing.assert_frame_equal(a[a.target_ratio == 0.5][cols].reset_index(drop=True), b[cols])
+
+
 def test_smoke_runs_the_cifar100_wide_config_without_data(tmp_path):
     cfg = load_config(ROOT / "configs" / "cifar100_resnet32_wide.json")
     cfg.output_dir, cfg.ratios = str(tmp_path), [0.0, 0.9]

@@ -1,0 +1,70 @@
+"""Channel pruning speed-up: theoretical (MACs) vs measured CPU latency, narrow ResNet-32 (CIFAR shape).
+
+    python benchmarks/channel_speedup.py [--repeats-1 50] [--repeats-128 7] [--threads 2]
+
+L1 channel pruning at 50 / 70 / 90 % of the parameters removed (the channels physically removed), then the
+median forward latency (eval mode, torch.no_grad) at batch 1 and batch 128 against the unpruned network.
+Models are timed in interleaved rounds (one forward of each model per round) after a warm-up of every
+model, so load from other processes hits all of them alike; the very first forward passes of a process
+are much slower (one-time kernel set-up) and are excluded by the warm-up.
+Untrained weights: latency depends on the widths, not on the values. Prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+
+import torch
+
+from pruning_lib.channel import prune_l1
+from pruning_lib.metrics import count_macs, count_params, measure_latency
+from pruning_lib.models import build_model
+from pruning_lib.pruner import PruneContext
+
+SHAPE = (3, 32, 32)
+
+
+def interleaved_latency(models: list, batch: int, rounds: int, warmup: int = 5) -> list[float]:
+    """Median forward time (ms) of each model at `batch`, timed one model after another for `rounds` rounds."""
+    for m in models:
+        measure_latency(m, SHAPE, batch, repeats=1, warmup=warmup)
+    times = [[] for _ in models]
+    for _ in range(rounds):
+        for i, m in enumerate(models):
+            times[i].append(measure_latency(m, SHAPE, batch, repeats=1, warmup=0))
+    return [statistics.median(t) for t in times]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats-1", type=int, default=50, help="timed runs at batch 1 (median reported)")
+    parser.add_argument("--repeats-128", type=int, default=7, help="timed runs at batch 128 (median reported)")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    base = build_model("resnet32", 1, 3, 10).eval()
+    base_params, base_macs = count_params(base), count_macs(base, SHAPE)
+    targets = (0.5, 0.7, 0.9)
+    models = [base] + [prune_l1(copy.deepcopy(base), PruneContext(None, SHAPE, base_params), t).model.eval()
+                       for t in targets]
+    lat = {b: interleaved_latency(models, b, r) for b, r in ((1, args.repeats_1), (128, args.repeats_128))}
+    print(f"narrow ResNet-32, {base_params:,} params, {base_macs / 1e6:.1f} M MACs; threads={args.threads}; "
+          f"unpruned latency: batch 1 {lat[1][0]:.2f} ms, batch 128 {lat[128][0]:.1f} ms "
+          f"(medians of {args.repeats_1} / {args.repeats_128} interleaved rounds)\n")
+    print("| removed (params) | params | MACs (M) | theoretical speed-up | batch 1: ms | measured | measured / "
+          "theoretical | batch 128: ms | measured | measured / theoretical |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for k, model in enumerate(models[1:], 1):
+        macs = count_macs(model, SHAPE)
+        theory = base_macs / macs
+        row = [f"{1 - count_params(model) / base_params:.1%}", f"{count_params(model):,}", f"{macs / 1e6:.1f}",
+               f"{theory:.2f}x"]
+        for b in (1, 128):
+            ms = lat[b][k]
+            row += [f"{ms:.2f}" if b == 1 else f"{ms:.1f}", f"{lat[b][0] / ms:.2f}x", f"{lat[b][0] / ms / theory:.2f}"]
+        print("| " + " | ".join(row) + " |")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,443 @@
+"""Structured (channel) pruning that physically removes channels: coupled groups from torch-pruning's
+dependency graph, per-channel scores (L1, first-order Taylor, random), one global threshold, save / load.
+
+Groups. `torch_pruning.DependencyGraph` traces the model and returns, for every prunable output channel
+space, the set of coupled operations: the convolutions / linear layers writing those channels
+("producers", e.g. every conv feeding one residual stream), their BatchNorms (weights, biases and running
+statistics), and the layers reading them ("consumers": the next convs, the shortcut convs, the
+classifier's input). Removing channel i of a group removes it from all of them at once, so the network
+stays consistent. The classifier's outputs (the classes) are never pruned.
+
+Scores. A criterion gives a saliency per output channel of every producer; a group's saliency of channel i
+is the SUM of its producers' saliencies of i (removing i removes all of them). L1: s_c = Σ|W_c|.
+Taylor (Molchanov et al. 2017): s_c = mean over batches b of |Σ_{w ∈ W_c} w · ∂L_b/∂w|, L_b the mean
+cross-entropy of batch b (data labels, eval mode). Random: uniform scores per group channel (ShrinkBench's
+advice: always show the random baseline). OBD and OBS live in second_order.py.
+
+Threshold. Every group channel scoring <= t is removed, except that each group keeps at least
+max(1, ceil((1 - layer_cap) · C)) channels (its highest-scoring ones): a ratio that would empty a layer
+is capped instead. The parameter count after pruning is a closed-form function of the kept channel counts
+(`ChannelPruner.cost`), so t is found by bisection over the sorted scores without pruning repeatedly;
+`target` (fraction of the unpruned model's parameters removed) is hit within one percentage point.
+
+Save / load. A pruned model no longer matches its class's default widths. `save_pruned` stores the state
+dict plus the widths of every Conv2d / Linear / BatchNorm ("the architecture" beyond the model name) and,
+optionally, the `build_model` arguments; `load_pruned` rebuilds the original model, shrinks those layers
+to the stored widths and loads the state dict strictly. Unlike torch.save(model) (a pickle of the module
+that needs weights_only=False, i.e. trusting the file with code execution, and breaks when the class
+moves), the file holds only tensors and plain values.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+from torch import nn
+
+from .metrics import layer_pixels
+from .models import build_model, classifier_of
+from .pruner import PruneContext, PruneResult, check_target, closest_threshold, finish
+
+TOLERANCE = 0.01  # the target is hit within one percentage point
+SUPPORTED = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
+FORMAT = "pruning_lib.channel/1"
+
+
+@dataclass
+class ChannelGroup:
+    """Coupled channels of one output channel space (`size` channels, indices in the root's order).
+
+    producers: (layer name, channel indices in the layer, same channels as group indices) of every
+    Conv2d / Linear whose output channels are removed; norms: BatchNorms sliced with them; consumers:
+    layers whose input channels are removed; min_keep: fewest channels the per-layer cap allows."""
+
+    root: str
+    size: int
+    producers: list[tuple[str, list[int], list[int]]]
+    norms: list[str]
+    consumers: list[str]
+    min_keep: int
+
+
+@dataclass
+class _Cost:
+    """One parametrised layer: params = w_in·w_out·unit (+ w_out bias, or 2·w for an affine BatchNorm);
+    MACs = w_in·w_out·unit·pixels; w_in = in_mult·(kept channels of in_group) or in_fixed, likewise w_out."""
+
+    name: str
+    kind: str  # "weight" (Conv2d / Linear) | "norm"
+    in_group: int | None
+    in_fixed: int
+    in_mult: int
+    out_group: int | None
+    out_fixed: int
+    unit: int
+    bias: bool
+    pixels: int = 0
+
+
+def check_layer_cap(layer_cap: float) -> None:
+    """Raise ValueError unless 0 <= layer_cap < 1."""
+    if isinstance(layer_cap, bool) or not isinstance(layer_cap, (int, float)) or not 0.0 <= layer_cap < 1.0:
+        raise ValueError(f"layer_cap: {layer_cap!r} is outside [0, 1) (the largest fraction of a layer's "
+                         "channels removed)")
+
+
+def check_positive_int(value: Any, name: str) -> None:
+    """Raise ValueError naming `name` unless value is an int >= 1."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}: {value!r} is not a positive integer")
+
+
+def check_supported(model: nn.Module) -> None:
+    """Raise ValueError naming the first layer with parameters of its own that channel removal cannot follow:
+    allowed are Conv2d with groups=1, Linear and BatchNorm1d / 2d."""
+    for name, m in model.named_modules():
+        if not any(True for _ in m.parameters(recurse=False)):
+            continue
+        if not isinstance(m, SUPPORTED):
+            raise ValueError(f"layer '{name or type(m).__name__}' ({type(m).__name__}) has parameters of its own that "
+                             "the channel pruner cannot follow (supported: Conv2d with groups=1, Linear, "
+                             "BatchNorm1d, BatchNorm2d)")
+        if isinstance(m, nn.Conv2d) and m.groups != 1:
+            raise ValueError(f"layer '{name}' (Conv2d, groups={m.groups}): grouped convolutions are not supported "
+                             "by the channel pruner (supported: groups=1)")
+
+
+def _check_indices(name: str, module: nn.Module, out: bool, idxs: list[int], root: str) -> None:
+    """Raise ValueError when the dependency graph maps more channels onto a layer than it has (it followed an
+    operation it does not understand, e.g. zero-padding or slicing along the channel dimension)."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        width = module.num_features
+    else:
+        width = module.weight.shape[0] if out else module.weight.shape[1]
+    if idxs and max(idxs) >= width:
+        side = "output" if out else "input"
+        raise ValueError(f"layer '{name}' ({type(module).__name__}): the dependency graph couples channel "
+                         f"{max(idxs)} of the group rooted at '{root}' to its {width} {side} channels; an operation "
+                         "next to it (e.g. zero-padding or slicing along channels) is one torch-pruning cannot "
+                         "follow. Replace it (e.g. a 1x1 conv shortcut) to prune this model by channels")
+
+
+class ChannelPruner:
+    """The coupled channel groups of `model` (traced once on an input of `input_shape`), the closed-form
+    parameter / MAC count as a function of the channels kept per group, the global-threshold search and the
+    physical removal. A pruner describes the model as it was when built: after `apply` build a new one."""
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], layer_cap: float = 0.9):
+        check_layer_cap(layer_cap)
+        check_supported(model)
+        self.model, self.input_shape, self.layer_cap, self.applied = model, tuple(input_shape), layer_cap, False
+        names = {m: n for n, m in model.named_modules()}
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()  # tracing runs a forward pass: keep BatchNorm running statistics untouched
+        try:
+            self.graph = tp.DependencyGraph().build_dependency(
+                model, example_inputs=torch.zeros(1, *input_shape, device=device), verbose=False)
+        finally:
+            model.train(was_training)
+        head = classifier_of(model)
+        self.groups: list[ChannelGroup] = []
+        for g in self.graph.get_all_groups(ignored_layers=[head], root_module_types=(nn.Conv2d, nn.Linear)):
+            self.groups.append(self._describe(g, names))
+        self._costs = self._cost_table(names, input_shape)
+        full = self.cost({gr.root: gr.size for gr in self.groups})
+        dense = sum(p.numel() for p in model.parameters())
+        if full[0] != dense:  # every parameter must be accounted for, or the target search would be wrong
+            raise ValueError(f"model: the channel pruner accounts for {full[0]} of {dense} parameters; a layer it "
+                             "does not understand holds the rest")
+
+    def _describe(self, group, names: dict) -> ChannelGroup:
+        """ChannelGroup of a torch-pruning group: sort its items into producers, norms and consumers."""
+        producers, norms, consumers = [], [], []
+        for item in group:
+            module, handler = item.dep.target.module, item.dep.handler
+            if isinstance(module, nn.Parameter):
+                raise ValueError("model: a parameter outside any supported layer is coupled to the channels of "
+                                 f"'{names[group[0].dep.target.module]}'; the channel pruner cannot follow it")
+            if module not in names:  # torch-pruning's own operator nodes (add, reshape, concat): nothing to slice
+                continue
+            name = names[module]
+            if isinstance(module, SUPPORTED):
+                _check_indices(name, module, handler == self.graph.get_pruner_of_module(module).prune_out_channels,
+                               item.idxs, names[group[0].dep.target.module])
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                norms.append(name)
+            elif isinstance(module, (nn.Conv2d, nn.Linear)):
+                pruner = self.graph.get_pruner_of_module(module)
+                if handler == pruner.prune_out_channels:
+                    producers.append((name, list(item.idxs), list(item.root_idxs)))
+                else:
+                    consumers.append(name)
+            elif any(True for _ in module.parameters(recurse=False)):
+                raise ValueError(f"layer '{name}' ({type(module).__name__}) is coupled to pruned channels but the "
+                                 "channel pruner cannot slice it")
+        root = names[group[0].dep.target.module]
+        size = len(group[0].idxs)
+        min_keep = min(size, max(1, math.ceil((1 - self.layer_cap) * size - 1e-9)))
+        return ChannelGroup(root, size, producers, sorted(set(norms)), sorted(set(consumers)), min_keep)
+
+    def _cost_table(self, names: dict, input_shape: tuple[int, ...]) -> list[_Cost]:
+        """One _Cost per Conv2d / Linear / BatchNorm, linked to the groups that set its widths."""
+        out_of, in_of = {}, {}
+        for k, g in enumerate(self.groups):
+            for n, _, _ in g.producers:
+                out_of[n] = k
+            for n in g.norms:
+                out_of[n] = k
+            for n in g.consumers:
+                in_of[n] = k
+        weights = [n for n, m in self.model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        pixels = {n: out for n, (_, out) in layer_pixels(self.model, weights, input_shape).items()}
+        costs = []
+        for name, m in self.model.named_modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                c_in, c_out = m.weight.shape[1], m.weight.shape[0]
+                gi, go = in_of.get(name), out_of.get(name)
+                mult = c_in // self.groups[gi].size if gi is not None else 1
+                unit = m.weight[0, 0].numel()
+                costs.append(_Cost(name, "weight", gi, c_in, mult, go, c_out, unit, m.bias is not None, pixels[name]))
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+                costs.append(_Cost(name, "norm", None, 0, 1, out_of.get(name), m.num_features, 2 if m.affine else 0,
+                                   False))
+        return costs
+
+    @property
+    def producers(self) -> list[str]:
+        """Names of every Conv2d / Linear whose output channels can be removed."""
+        return [n for g in self.groups for n, _, _ in g.producers]
+
+    def cost(self, kept: dict[str, int]) -> tuple[int, int]:
+        """(parameters, MACs per example) of the model with kept[root] channels in each group (others intact)."""
+        counts = [kept.get(g.root, g.size) for g in self.groups]
+        params = macs = 0
+        for c in self._costs:
+            w_out = counts[c.out_group] if c.out_group is not None else c.out_fixed
+            if c.kind == "norm":
+                params += c.unit * w_out
+                continue
+            w_in = c.in_mult * counts[c.in_group] if c.in_group is not None else c.in_fixed
+            weights = w_in * w_out * c.unit
+            params += weights + (w_out if c.bias else 0)
+            macs += weights * c.pixels
+        return params, macs
+
+    def group_scores(self, layer_scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Group saliency of channel i = Σ over the group's producers of their saliency of i (float64, CPU)."""
+        out = {}
+        for g in self.groups:
+            s = torch.zeros(g.size, dtype=torch.float64)
+            for n, idxs, root_idxs in g.producers:
+                s[root_idxs] += layer_scores[n].detach().double().cpu()[idxs]
+            out[g.root] = s
+        return out
+
+    def kept_counts(self, scores: dict[str, torch.Tensor], threshold: float) -> dict[str, int]:
+        """Channels kept per group when every channel scoring <= threshold is removed, within the cap."""
+        return {g.root: max(g.min_keep, int((scores[g.root] > threshold).sum())) for g in self.groups}
+
+    def plan(self, scores: dict[str, torch.Tensor], threshold: float) -> dict[str, torch.Tensor]:
+        """Kept channel indices (sorted, group order) per group: its kept_counts highest-scoring channels."""
+        counts = self.kept_counts(scores, threshold)
+        return {r: torch.sort(torch.argsort(scores[r], descending=True, stable=True)[:k]).values
+                for r, k in counts.items()}
+
+    def search(self, scores: dict[str, torch.Tensor], target: float, base_params: int) -> tuple[float, float]:
+        """(threshold, achieved fraction 1 - params / base_params) closest to `target` over all score values,
+        by bisection (the fraction removed never decreases as the threshold rises). Raise ValueError when the
+        best misses `target` by more than one percentage point (e.g. the per-layer cap forbids it)."""
+        check_target(target)
+        values = torch.cat([s for s in scores.values()]).unique()
+        candidates = [-math.inf] + values.tolist()
+        removed = lambda t: 1.0 - self.cost(self.kept_counts(scores, t))[0] / base_params  # noqa: E731
+        threshold, got = closest_threshold(candidates, removed, target)
+        if abs(got - target) > TOLERANCE:
+            raise ValueError(f"target: {target:.3f} cannot be reached within {TOLERANCE:.0%} (closest "
+                             f"{got:.3f}; layer_cap {self.layer_cap} keeps at least "
+                             f"{1 - self.layer_cap:.0%} of every group's channels)")
+        return threshold, got
+
+    def layer_widths(self, kept: dict[str, int]) -> dict[str, int]:
+        """Output channels of every producer under `kept` (channel counts per group)."""
+        return {n: kept.get(g.root, g.size) for g in self.groups for n, _, _ in g.producers}
+
+    def apply(self, plan: dict[str, torch.Tensor]) -> nn.Module:
+        """Physically remove every channel not in plan[root] from every coupled layer; returns the model."""
+        if self.applied:
+            raise ValueError("pruner: already applied; build a new ChannelPruner for the pruned model")
+        modules = dict(self.model.named_modules())
+        for g in self.groups:
+            keep = set(plan.get(g.root, torch.arange(g.size)).tolist())
+            if not keep:
+                raise ValueError(f"plan: group '{g.root}' would keep no channel")
+            drop = [i for i in range(g.size) if i not in keep]
+            if drop:
+                root = modules[g.root]
+                group = self.graph.get_pruning_group(root, self.graph.get_pruner_of_module(root).prune_out_channels,
+                                                     drop)
+                group.prune()
+        self.applied = True
+        return self.model
+
+
+def l1_scores(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
+    """L1 norm of every output channel's weights, s_c = Σ|W_c|, for the named Conv2d / Linear layers."""
+    modules = dict(model.named_modules())
+    return {n: modules[n].weight.detach().abs().flatten(1).sum(1) for n in names}
+
+
+def taylor_scores(model: nn.Module, names: list[str], loader, num_batches: int = 4) -> dict[str, torch.Tensor]:
+    """First-order Taylor saliency per output channel: s_c = (1/B) Σ_b |Σ_{w ∈ W_c} w · ∂L_b/∂w| over B
+    batches, L_b the batch's mean cross-entropy (data labels, eval mode: BatchNorm uses running statistics)."""
+    check_positive_int(num_batches, "num_batches")
+    modules = dict(model.named_modules())
+    device = next(model.parameters()).device
+    sums = {n: torch.zeros(modules[n].weight.shape[0], device=device) for n in names}
+    seen = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for b, (x, y) in enumerate(loader):
+            if b >= num_batches:
+                break
+            model.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x.to(device)), y.to(device)).backward()
+            for n in names:
+                w = modules[n].weight
+                sums[n] += (w.detach() * w.grad).flatten(1).sum(1).abs()
+            seen += 1
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return {n: s / seen for n, s in sums.items()}
+
+
+def random_group_scores(pruner: ChannelPruner, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Uniform random scores per group channel (the random baseline), reproducible from `seed`."""
+    g = torch.Generator().manual_seed(seed)
+    return {gr.root: torch.rand(gr.size, generator=g, dtype=torch.float64) for gr in pruner.groups}
+
+
+@dataclass
+class Selection:
+    """A chosen plan: kept channel indices per group, the threshold, achieved fraction and kept counts."""
+
+    plan: dict[str, torch.Tensor]
+    threshold: float
+    achieved: float
+    kept: dict[str, int] = field(default_factory=dict)
+
+
+def select(pruner: ChannelPruner, scores: dict[str, torch.Tensor], target: float, base_params: int) -> Selection:
+    """Search the global threshold for `target` and return the plan it gives."""
+    threshold, got = pruner.search(scores, target, base_params)
+    plan = pruner.plan(scores, threshold)
+    return Selection(plan, threshold, got, {r: len(k) for r, k in plan.items()})
+
+
+def run_channel_method(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float,
+                       score_fn: Callable[[ChannelPruner], dict[str, torch.Tensor]],
+                       before_apply: Callable[[ChannelPruner, Selection], None] | None = None,
+                       info: dict[str, Any] | None = None) -> PruneResult:
+    """The shared steps of every channel method: groups, group scores from `score_fn(pruner)`, threshold
+    search, optional `before_apply` (e.g. the OBS weight correction), physical removal, measurement."""
+    check_target(target)
+    pruner = ChannelPruner(model, ctx.input_shape, layer_cap)
+    sel = select(pruner, score_fn(pruner), target, ctx.base_params)
+    if before_apply is not None:
+        before_apply(pruner, sel)
+    pruner.apply(sel.plan)
+    details = {"threshold": sel.threshold, "achieved_dense": sel.achieved, "kept_channels": sel.kept,
+               "group_sizes": {g.root: g.size for g in pruner.groups}, **(info or {})}
+    return finish(model, ctx, details)
+
+
+def prune_l1(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9) -> PruneResult:
+    """Registry entry: remove the channels with the smallest summed L1 norm (global threshold)."""
+    return run_channel_method(model, ctx, target, layer_cap,
+                              lambda p: p.group_scores(l1_scores(model, p.producers)), info={"criterion": "l1"})
+
+
+def prune_taylor(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9,
+                 num_batches: int = 4) -> PruneResult:
+    """Registry entry: remove the channels with the smallest first-order Taylor saliency."""
+    check_positive_int(num_batches, "num_batches")
+    return run_channel_method(model, ctx, target, layer_cap,
+                              lambda p: p.group_scores(taylor_scores(model, p.producers, ctx.loader, num_batches)),
+                              info={"criterion": "taylor"})
+
+
+def prune_random(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9) -> PruneResult:
+    """Registry entry: remove uniformly random channels (seeded by ctx.seed), same threshold machinery."""
+    return run_channel_method(model, ctx, target, layer_cap, lambda p: random_group_scores(p, ctx.seed),
+                              info={"criterion": "random"})
+
+
+def layer_widths(model: nn.Module) -> dict[str, list[int]]:
+    """The architecture a pruned model needs besides its class: [in, out] of every Conv2d / Linear and
+    [num_features] of every BatchNorm, by module name."""
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            out[name] = [m.weight.shape[1] * (m.groups if isinstance(m, nn.Conv2d) else 1), m.weight.shape[0]]
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            out[name] = [m.num_features]
+    return out
+
+
+def _resize(model: nn.Module, widths: dict[str, list[int]]) -> nn.Module:
+    """Shrink (or grow) the named layers in place to the given widths; the values are left uninitialised
+    (`load_state_dict` fills them)."""
+    modules = dict(model.named_modules())
+    for name, w in widths.items():
+        if name not in modules:
+            raise ValueError(f"widths: layer '{name}' is not in the model (was it saved from another architecture?)")
+        m = modules[name]
+        if isinstance(m, nn.Conv2d):
+            m.in_channels, m.out_channels = w
+            m.weight = nn.Parameter(m.weight.new_empty(w[1], w[0] // m.groups, *m.kernel_size))
+            if m.bias is not None:
+                m.bias = nn.Parameter(m.bias.new_empty(w[1]))
+        elif isinstance(m, nn.Linear):
+            m.in_features, m.out_features = w
+            m.weight = nn.Parameter(m.weight.new_empty(w[1], w[0]))
+            if m.bias is not None:
+                m.bias = nn.Parameter(m.bias.new_empty(w[1]))
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.num_features = w[0]
+            for attr in ("weight", "bias"):
+                if getattr(m, attr) is not None:
+                    setattr(m, attr, nn.Parameter(getattr(m, attr).new_empty(w[0])))
+            for attr in ("running_mean", "running_var"):
+                if getattr(m, attr) is not None:
+                    setattr(m, attr, getattr(m, attr).new_empty(w[0]))
+    return model
+
+
+def save_pruned(model: nn.Module, path: str | Path, arch: dict[str, Any] | None = None) -> None:
+    """Save a (pruned) model as {format, arch, widths, state_dict}: `arch` holds the `build_model` keyword
+    arguments (name, width, in_channels, num_classes) so `load_pruned` can rebuild it without a template."""
+    torch.save({"format": FORMAT, "arch": arch, "widths": layer_widths(model), "state_dict": model.state_dict()},
+               path)
+
+
+def load_pruned(path: str | Path, model: nn.Module | None = None, map_location: Any = None) -> nn.Module:
+    """Load a model saved by `save_pruned`: take `model` (an unpruned instance of the same architecture) or
+    build one from the saved `arch`, resize its layers to the saved widths, load the state dict strictly.
+    Reads with torch.load(weights_only=True): the file cannot run code."""
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"path: {path} is not a file written by save_pruned (format {FORMAT})")
+    if model is None:
+        if ckpt["arch"] is None:
+            raise ValueError("model: the file has no 'arch'; pass an unpruned instance of its architecture")
+        model = build_model(**ckpt["arch"])
+    _resize(model, ckpt["widths"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model
