@@ -9,7 +9,10 @@ classifier's input). Removing channel i of a group removes it from all of them a
 stays consistent. The classifier's outputs (the classes) are never pruned.
 
 Scores. A criterion gives a saliency per output channel of every producer; a group's saliency of channel i
-is the SUM of its producers' saliencies of i (removing i removes all of them). L1: s_c = Σ|W_c|.
+is the SUM of its producers' saliencies of i (removing i removes all of them); with `normalize` each
+producer's saliencies are first divided by their sum over its channels (default for OBD / OBS, as in the
+EigenDamage reference baselines: on the quickstart it lifts C-OBS at 80 % from 59.8 ± 23.3 to 96.7 ± 1.6 %
+fine-tuned, while it hurts L1 at 90 %, so L1 / Taylor default to raw sums). L1: s_c = Σ|W_c|.
 Taylor (Molchanov et al. 2017): s_c = mean over batches b of |Σ_{w ∈ W_c} w · ∂L_b/∂w|, L_b the mean
 cross-entropy of batch b (data labels, eval mode). Random: uniform scores per group channel (ShrinkBench's
 advice: always show the random baseline). OBD and OBS live in second_order.py.
@@ -228,13 +231,20 @@ class ChannelPruner:
             macs += weights * c.pixels
         return params, macs
 
-    def group_scores(self, layer_scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Group saliency of channel i = Σ over the group's producers of their saliency of i (float64, CPU)."""
+    def group_scores(self, layer_scores: dict[str, torch.Tensor], normalize: bool = False) -> dict[str, torch.Tensor]:
+        """Group saliency of channel i = Σ over the group's producers p of s_p(i) (float64, CPU). With
+        `normalize`, each producer's saliencies are first divided by their sum over its channels,
+        s_p(i) / Σ_j s_p(j), so that layers whose scores live on different scales (curvature, gradient
+        magnitude) compete on equal terms under the global threshold, as in EigenDamage's reference C-OBD /
+        C-OBS baselines."""
         out = {}
         for g in self.groups:
             s = torch.zeros(g.size, dtype=torch.float64)
             for n, idxs, root_idxs in g.producers:
-                s[root_idxs] += layer_scores[n].detach().double().cpu()[idxs]
+                ls = layer_scores[n].detach().double().cpu()
+                if normalize:
+                    ls = ls / ls.sum().clamp_min(torch.finfo(torch.float64).tiny)
+                s[root_idxs] += ls[idxs]
             out[g.root] = s
         return out
 
@@ -358,19 +368,30 @@ def run_channel_method(model: nn.Module, ctx: PruneContext, target: float, layer
     return finish(model, ctx, details)
 
 
-def prune_l1(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9) -> PruneResult:
+def check_bool(value: Any, name: str) -> None:
+    """Raise ValueError naming `name` unless value is a bool."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}: {value!r} must be true or false")
+
+
+def prune_l1(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9,
+             normalize: bool = False) -> PruneResult:
     """Registry entry: remove the channels with the smallest summed L1 norm (global threshold)."""
+    check_bool(normalize, "normalize")
     return run_channel_method(model, ctx, target, layer_cap,
-                              lambda p: p.group_scores(l1_scores(model, p.producers)), info={"criterion": "l1"})
+                              lambda p: p.group_scores(l1_scores(model, p.producers), normalize),
+                              info={"criterion": "l1", "normalize": normalize})
 
 
 def prune_taylor(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9,
-                 num_batches: int = 4) -> PruneResult:
+                 num_batches: int = 4, normalize: bool = False) -> PruneResult:
     """Registry entry: remove the channels with the smallest first-order Taylor saliency."""
     check_positive_int(num_batches, "num_batches")
+    check_bool(normalize, "normalize")
     return run_channel_method(model, ctx, target, layer_cap,
-                              lambda p: p.group_scores(taylor_scores(model, p.producers, ctx.loader, num_batches)),
-                              info={"criterion": "taylor"})
+                              lambda p: p.group_scores(taylor_scores(model, p.producers, ctx.loader, num_batches),
+                                                       normalize),
+                              info={"criterion": "taylor", "normalize": normalize})
 
 
 def prune_random(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9) -> PruneResult:

@@ -156,12 +156,20 @@ def load_config(path: str | Path) -> Config:
     return validate(raw)
 
 
+# In a smoke run the methods' own loops are cut short too (CP-ALS of a 256-channel kernel takes a minute).
+SMOKE_METHOD_OPTIONS = {"cp_iters": 2, "hooi_iters": 2, "num_batches": 1, "num_examples": 8}
+
+
 def smoke_config(cfg: Config) -> Config:
-    """The same experiment on random tensors for a few steps: one seed, tiny recipes, its own run folder."""
+    """The same experiment on random tensors for a few steps: one seed, tiny recipes, short method loops
+    (SMOKE_METHOD_OPTIONS), its own run folder."""
     short = {"epochs": 1, "batch_size": 8, "max_steps_per_epoch": 2}
+    options = {m: {**cfg.method_options.get(m, {}),
+                   **{k: v for k, v in SMOKE_METHOD_OPTIONS.items() if k in METHODS[m].options}} for m in cfg.methods}
     return Config(**{**asdict(cfg), "exp_name": cfg.exp_name + "_smoke", "seeds": cfg.seeds[:1],
                      "baseline": {**cfg.baseline, **short}, "finetune": {**cfg.finetune, **short},
-                     "bn_recalibration_batches": 2, "score_batch_size": 8, "checkpoint_dir": None})
+                     "bn_recalibration_batches": 2, "score_batch_size": 8, "checkpoint_dir": None,
+                     "method_options": options})
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:

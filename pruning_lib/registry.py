@@ -29,15 +29,16 @@ METHODS: dict[str, Method] = {
                  "ranks by rank_rule (budget | energy | vbmf) fitted to the target",
                  {"rank_rule": "budget", "include_classifier": False, "cp_iters": 50}, "lowrank"),
     "l1": Method(channel.prune_l1, "channel pruning: smallest summed L1 norm Σ|W_c| per coupled group, "
-                 "channels physically removed", {"layer_cap": 0.9}, "channel"),
+                 "channels physically removed", {"layer_cap": 0.9, "normalize": False}, "channel"),
     "taylor": Method(channel.prune_taylor, "channel pruning: first-order Taylor |Σ W·∂L/∂W| per channel, "
-                     "averaged over batches", {"layer_cap": 0.9, "num_batches": 4}, "channel"),
+                     "averaged over batches", {"layer_cap": 0.9, "num_batches": 4, "normalize": False}, "channel"),
     "random": Method(channel.prune_random, "channel pruning: uniformly random channels (baseline)",
                      {"layer_cap": 0.9}, "channel"),
     "obd": Method(second_order.prune_obd, "channel pruning: C-OBD Σ W² F with the diagonal Fisher",
-                  {"layer_cap": 0.9, "num_examples": 256, "fisher": "true"}, "channel"),
+                  {"layer_cap": 0.9, "num_examples": 256, "fisher": "true", "normalize": True}, "channel"),
     "obs": Method(second_order.prune_obs, "channel pruning: C-OBS Σ W²/([G⁻¹]_cc [A⁻¹]_jj) with im2col K-FAC "
                   "and the OBS weight correction", {"layer_cap": 0.9, "num_batches": 4, "fisher": "true",
-                                                    "damping": 1e-2, "saliency": "diag", "correction": True},
+                                                    "damping": 1e-2, "saliency": "diag", "correction": True,
+                                                    "normalize": True},
                   "channel"),
 }

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .channel import ChannelPruner, Selection, check_layer_cap, check_positive_int, run_channel_method
+from .channel import ChannelPruner, Selection, check_bool, check_layer_cap, check_positive_int, run_channel_method
 from .curvature import compute_kfac, diagonal_fisher
 from .pruner import PruneContext, PruneResult, check_target
 
@@ -151,35 +151,39 @@ def apply_obs_correction(pruner: ChannelPruner, factors: dict[str, dict[str, tor
 
 
 def prune_obd(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9, num_examples: int = 256,
-              fisher: str = "true") -> PruneResult:
-    """Registry entry: C-OBD, remove the channels with the smallest Σ W² F (diagonal Fisher)."""
+              fisher: str = "true", normalize: bool = True) -> PruneResult:
+    """Registry entry: C-OBD, remove the channels with the smallest Σ W² F (diagonal Fisher); `normalize`
+    divides each layer's saliencies by their sum first (ChannelPruner.group_scores)."""
     check_target(target)
     check_options(fisher, num_examples, "num_examples", layer_cap)
+    check_bool(normalize, "normalize")
     return run_channel_method(model, ctx, target, layer_cap,
                               lambda p: p.group_scores(obd_scores(model, p.producers, ctx.loader, num_examples,
-                                                                  fisher)), info={"criterion": "obd"})
+                                                                  fisher), normalize),
+                              info={"criterion": "obd", "normalize": normalize})
 
 
 def prune_obs(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9, num_batches: int = 4,
               fisher: str = "true", damping: float = 1e-2, saliency: str = "diag",
-              correction: bool = True) -> PruneResult:
+              correction: bool = True, normalize: bool = True) -> PruneResult:
     """Registry entry: C-OBS with im2col K-FAC; with `correction` the kept weights of each producer get the
     OBS update ΔW = -G⁻¹[:, R] ([G⁻¹]_RR)⁻¹ W_R before the channels R are removed."""
     check_target(target)
     check_options(fisher, num_batches, "num_batches", layer_cap, damping, saliency)
-    if not isinstance(correction, bool):
-        raise ValueError(f"correction: {correction!r} must be true or false")
+    check_bool(correction, "correction")
+    check_bool(normalize, "normalize")
     state: dict[str, Any] = {}
 
     def score(p: ChannelPruner) -> dict[str, torch.Tensor]:
         state["factors"] = obs_factors(model, p.producers, ctx.loader, num_batches, fisher, damping)
-        return p.group_scores(obs_scores(model, state["factors"], saliency))
+        return p.group_scores(obs_scores(model, state["factors"], saliency), normalize)
 
     def correct(p: ChannelPruner, sel: Selection) -> None:
         state["change"] = apply_obs_correction(p, state["factors"], sel.plan) if correction else {}
 
     result = run_channel_method(model, ctx, target, layer_cap, score, correct,
-                                info={"criterion": "obs", "saliency": saliency, "correction": correction})
+                                info={"criterion": "obs", "saliency": saliency, "correction": correction,
+                                      "normalize": normalize})
     result.info["relative_correction"] = state["change"]
     return result
 

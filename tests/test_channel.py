@@ -154,6 +154,9 @@ def test_group_score_is_the_sum_of_its_producers():
     assert torch.allclose(groups[stem.root], (layer["conv1"] + layer["layer1.0.conv2"]).double())
     assert {"bn1", "layer1.0.bn2"} <= set(stem.norms)
     assert {"layer1.0.conv1", "layer2.0.conv1", "layer2.0.shortcut.0"} <= set(stem.consumers)
+    normed = pruner.group_scores(layer, normalize=True)
+    by_hand = layer["conv1"] / layer["conv1"].sum() + layer["layer1.0.conv2"] / layer["layer1.0.conv2"].sum()
+    assert torch.allclose(normed[stem.root], by_hand.double())
 
 
 def test_removing_zero_channels_leaves_outputs_unchanged():
@@ -308,6 +311,8 @@ def test_bad_options():
         so.prune_obs(model, ctx, 0.5, saliency="full")
     with pytest.raises(ValueError, match="target"):
         ch.prune_random(model, ctx, 1.0)
+    with pytest.raises(ValueError, match="normalize"):
+        so.prune_obs(model, ctx, 0.5, normalize="yes")
 
 
 # ---- save / load and the registry -------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 
 from pruning_lib import experiment
 from pruning_lib.experiment import COLUMNS, ConfigError, load_config, run, validate
+from pruning_lib.registry import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,7 +100,11 @@ def test_a_row_does_not_depend_on_the_rows_before_it(tmp_path):
 
 def test_smoke_runs_the_cifar100_wide_config_without_data(tmp_path):
     cfg = load_config(ROOT / "configs" / "cifar100_resnet32_wide.json")
-    cfg.output_dir, cfg.ratios = str(tmp_path), [0.0, 0.9]
-    df = run(cfg, smoke=True, progress=False)
-    assert len(df) == len(cfg.methods) * 2
-    assert (df["params"] > 7e6).all() and abs(df["gflops"].max() - 2.2) < 0.01
+    cfg.output_dir, cfg.ratios = str(tmp_path), [0.9]
+    df = run(cfg, smoke=True, progress=False).set_index("method")
+    assert list(df.index) == cfg.methods
+    assert ((df["param_reduction"] - 0.9).abs() <= 0.01).all()
+    dense = [m for m in cfg.methods if METHODS[m].family == "weight"]  # masks: dense count and FLOPs unchanged
+    assert (df.loc[dense, "params"] == 7451044).all() and (df.loc[dense, "gflops"].round(2) == 2.2).all()
+    smaller = df.drop(index=dense)
+    assert (smaller["params"] < 0.11 * 7451044).all() and (smaller["gflops"] < 2.2).all()
