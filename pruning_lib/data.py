@@ -71,6 +71,7 @@ class Splits:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one example."""
         return (self.in_channels, self.image_size, self.image_size)
 
 

@@ -60,13 +60,16 @@ class Config:
     device: str = "auto"
 
     def baseline_recipe(self) -> TrainRecipe:
+        """The baseline training recipe (defaults filled in)."""
         return TrainRecipe(**self.baseline)
 
     def finetune_recipe(self) -> TrainRecipe:
+        """The fine-tuning recipe applied after every pruning step (defaults filled in)."""
         return TrainRecipe(**self.finetune)
 
     @property
     def run_dir(self) -> Path:
+        """runs/<exp_name>: where results.csv, results.json and tables.md go."""
         return Path(self.output_dir) / self.exp_name
 
 
@@ -129,12 +132,24 @@ def validate(raw: dict[str, Any]) -> Config:
     for m, opts in cfg.method_options.items():
         if m not in METHODS:
             _fail(f"method_options.{m}", f"unknown method, allowed: {', '.join(METHODS)}")
+        if not isinstance(opts, dict):
+            _fail(f"method_options.{m}", "must be an object {option: value}")
         for key in opts:
             if key not in METHODS[m].options:
                 _fail(f"method_options.{m}.{key}",
                       f"unknown option, allowed: {', '.join(METHODS[m].options) or '(none)'}")
+            problem = METHODS[m].option_error(key, opts[key])
+            if problem:
+                _fail(f"method_options.{m}.{key}", problem)
     if not isinstance(cfg.bn_recalibration_batches, int) or cfg.bn_recalibration_batches < 0:
         _fail("bn_recalibration_batches", f"{cfg.bn_recalibration_batches!r} is not a non-negative integer")
+    if not isinstance(cfg.score_batch_size, int) or isinstance(cfg.score_batch_size, bool) or cfg.score_batch_size < 1:
+        _fail("score_batch_size", f"{cfg.score_batch_size!r} is not a positive integer")
+    for key in ("data_root", "checkpoint_dir"):
+        if getattr(cfg, key) is not None and not isinstance(getattr(cfg, key), str):
+            _fail(key, f"{getattr(cfg, key)!r} is not null or a path string")
+    if not isinstance(cfg.output_dir, str) or not cfg.output_dir:
+        _fail("output_dir", f"{cfg.output_dir!r} is not a path string")
     if not isinstance(cfg.val_fraction, (int, float)) or not 0.0 < cfg.val_fraction < 1.0:
         _fail("val_fraction", f"{cfg.val_fraction!r} is outside (0, 1)")
     if cfg.train_subset is not None and (not isinstance(cfg.train_subset, int) or cfg.train_subset < 1):

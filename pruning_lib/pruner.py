@@ -33,12 +33,35 @@ class PruneResult:
 
 @dataclass
 class Method:
-    """A registered pruning method: the function, one line saying what it does, option defaults."""
+    """A registered pruning method: the function, one line saying what it does, option defaults, and the
+    allowed values of its string options (so a config is checked before any work)."""
 
     fn: Callable[..., PruneResult]
     summary: str
     options: dict[str, Any] = field(default_factory=dict)
     family: str = "weight"  # "weight" (masks; dense FLOPs unchanged) | "channel" | "lowrank" | "eigen"
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def option_error(self, key: str, value: Any) -> str | None:
+        """Why `value` is not allowed for option `key` (same type as the default; counts >= 1; layer_cap in
+        [0, 1); damping >= 0; strings from `choices`), or None when it is allowed."""
+        default = self.options[key]
+        if isinstance(default, bool):
+            return None if isinstance(value, bool) else f"{value!r} must be true or false"
+        if isinstance(value, bool) or not isinstance(value, type(default) if isinstance(default, str) else
+                                                      (int,) if isinstance(default, int) else (int, float)):
+            kind = "a string" if isinstance(default, str) else "an integer" if isinstance(default, int) else "a number"
+            return f"{value!r} must be {kind} like the default {default!r}"
+        if isinstance(default, str):
+            allowed = self.choices.get(key, ())
+            return None if value in allowed else f"unknown {value!r}, allowed: {', '.join(allowed)}"
+        if isinstance(default, int) and value < 1:
+            return f"{value!r} must be >= 1"
+        if key == "layer_cap" and not 0.0 <= value < 1.0:
+            return f"{value!r} is outside [0, 1) (the largest fraction of a layer's channels removed)"
+        if value < 0:
+            return f"{value!r} must be >= 0"
+        return None
 
 
 def finish(model: nn.Module, ctx: PruneContext, info: dict[str, Any] | None = None) -> PruneResult:

@@ -33,6 +33,15 @@ def tiny(tmp_path, **over):
     ({"baseline": {"epoch": 3}}, "'baseline.epoch': unknown key"),
     ({"seeds": []}, "'seeds'"),
     ({"method_options": {"magnitude_global": {"sparsity": 1}}}, "'method_options.magnitude_global.sparsity'"),
+    ({"method_options": {"obs": {"damping": -1}}}, r"'method_options.obs.damping': -1 must be >= 0"),
+    ({"method_options": {"obs": {"saliency": "full"}}}, "'method_options.obs.saliency': unknown 'full', allowed: diag, kron"),
+    ({"method_options": {"l1": {"layer_cap": 1.0}}}, r"'method_options.l1.layer_cap': 1.0 is outside \[0, 1\)"),
+    ({"method_options": {"taylor": {"num_batches": 0}}}, "'method_options.taylor.num_batches': 0 must be >= 1"),
+    ({"method_options": {"obd": {"normalize": "yes"}}}, "'method_options.obd.normalize': 'yes' must be true or false"),
+    ({"method_options": {"cp": {"cp_iters": 2.5}}}, "'method_options.cp.cp_iters': 2.5 must be an integer"),
+    ({"method_options": {"svd": "energy"}}, "'method_options.svd': must be an object"),
+    ({"score_batch_size": 0}, "'score_batch_size'"),
+    ({"output_dir": None}, "'output_dir'"),
 ])
 def test_bad_config_names_the_field(tmp_path, change, field):
     raw = {"exp_name": "x", **change}

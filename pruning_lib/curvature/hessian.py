@@ -39,14 +39,6 @@ class HessianOperator:
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.model(x), y)
 
-    def gradient(self) -> torch.Tensor:
-        """∇L as one flat vector."""
-        with _eval(self.model):
-            g = 0
-            for w, (x, y) in zip(self.weights, self.batches):
-                g = g + w * _flat(torch.autograd.grad(self._loss(x, y), self.params))
-        return g
-
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """H v by double backward: ∇_θ (∇_θ L · v), batch-weighted over the stored batches."""
         vs = _unflat(v, self.params)
