@@ -223,6 +223,7 @@ def test_exact_shapes_params_and_macs():
 
 @pytest.mark.parametrize("name,width,shape,target", [("resnet8", 1, INPUT, 0.5), ("resnet8", 1, INPUT, 0.9),
                                                      ("resnet32", 1, (3, 32, 32), 0.7),
+                                                     ("resnet56", 1, (3, 32, 32), 0.5),
                                                      ("vgg19", 1, (3, 32, 32), 0.5)])
 def test_target_is_hit_within_one_point(name, width, shape, target):
     torch.manual_seed(0)
