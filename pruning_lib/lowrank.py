@@ -187,12 +187,20 @@ def factorised_cost(info: LayerInfo, ranks: list[int]) -> tuple[int, int]:
         per = c_in * kh * kw + c_out
         return ranks[0] * per + bias, p_out * ranks[0] * per
     if info.form == "tucker":
-        r_out, r_in = ranks
+        r_out, r_in = tucker_ranks(m, ranks)
         return (c_in * r_in + r_in * r_out * kh * kw + r_out * c_out + bias,
                 p_in * c_in * r_in + p_out * (r_in * r_out * kh * kw + r_out * c_out))
     r = cp_rank(info, ranks)
     return (r * (c_in + kh + kw + c_out) + bias,
             p_in * c_in * r + info.out_hw[0] * info.in_hw[1] * r * kh + p_out * r * (kw + c_out))
+
+
+def tucker_ranks(module: nn.Conv2d, ranks: list[int]) -> tuple[int, int]:
+    """(r_out, r_in) clamped to what a Tucker-2 core can hold: the mode-0 unfolding of an r_out x r_in x k_h x k_w
+    core has rank <= r_in k_h k_w (and mode-1 <= r_out k_h k_w), so larger ranks only add zero columns."""
+    r_out, r_in = ranks
+    kk = module.kernel_size[0] * module.kernel_size[1]
+    return min(r_out, r_in * kk), min(r_in, r_out * kk)
 
 
 def cp_rank(info: LayerInfo, ranks: list[int]) -> int:
@@ -315,7 +323,7 @@ def factorise_layer(info: LayerInfo, ranks: list[int], hooi_iters: int = 10, cp_
     if info.form == "svd":
         return svd_layers(m, ranks[0])
     if info.form == "tucker":
-        return tucker2_layers(m, *tucker2(m.weight, (ranks[0], ranks[1]), hooi_iters))
+        return tucker2_layers(m, *tucker2(m.weight, tucker_ranks(m, ranks), hooi_iters))
     return cp_layers(m, cp4(m.weight, cp_rank(info, ranks), cp_iters, seed))
 
 
@@ -331,7 +339,8 @@ def factorise(model: nn.Module, infos: list[LayerInfo], ranks: dict[str, list[in
             continue
         parent, _, child = info.name.rpartition(".")
         setattr(model.get_submodule(parent), child, factorise_layer(info, r, hooi_iters, cp_iters, seed))
-        plan[info.name] = [cp_rank(info, r)] if info.form == "cp" else list(r)
+        plan[info.name] = ([cp_rank(info, r)] if info.form == "cp" else
+                           list(tucker_ranks(info.module, r)) if info.form == "tucker" else list(r))
     return plan
 
 

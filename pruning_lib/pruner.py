@@ -31,6 +31,10 @@ class PruneResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+# Integer options are counts (>= 1) except these (hooi_iters = 0 is the truncated HOSVD).
+INT_OPTION_MINIMUM = {"hooi_iters": 0}
+
+
 @dataclass
 class Method:
     """A registered pruning method: the function, one line saying what it does, option defaults, and the
@@ -43,8 +47,8 @@ class Method:
     choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def option_error(self, key: str, value: Any) -> str | None:
-        """Why `value` is not allowed for option `key` (same type as the default; counts >= 1; layer_cap in
-        [0, 1); damping >= 0; strings from `choices`), or None when it is allowed."""
+        """Why `value` is not allowed for option `key` (same type as the default; counts >= 1, or the
+        INT_OPTION_MINIMUM; layer_cap in [0, 1); other numbers >= 0; strings from `choices`), or None."""
         default = self.options[key]
         if isinstance(default, bool):
             return None if isinstance(value, bool) else f"{value!r} must be true or false"
@@ -55,8 +59,8 @@ class Method:
         if isinstance(default, str):
             allowed = self.choices.get(key, ())
             return None if value in allowed else f"unknown {value!r}, allowed: {', '.join(allowed)}"
-        if isinstance(default, int) and value < 1:
-            return f"{value!r} must be >= 1"
+        if isinstance(default, int) and value < INT_OPTION_MINIMUM.get(key, 1):
+            return f"{value!r} must be >= {INT_OPTION_MINIMUM.get(key, 1)}"
         if key == "layer_cap" and not 0.0 <= value < 1.0:
             return f"{value!r} is outside [0, 1) (the largest fraction of a layer's channels removed)"
         if value < 0:

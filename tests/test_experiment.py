@@ -40,6 +40,7 @@ def tiny(tmp_path, **over):
     ({"method_options": {"obd": {"normalize": "yes"}}}, "'method_options.obd.normalize': 'yes' must be true or false"),
     ({"method_options": {"cp": {"cp_iters": 2.5}}}, "'method_options.cp.cp_iters': 2.5 must be an integer"),
     ({"method_options": {"svd": "energy"}}, "'method_options.svd': must be an object"),
+    ({"method_options": {"tucker": {"hooi_iters": -1}}}, "'method_options.tucker.hooi_iters': -1 must be >= 0"),
     ({"score_batch_size": 0}, "'score_batch_size'"),
     ({"output_dir": None}, "'output_dir'"),
 ])
@@ -56,6 +57,10 @@ def test_cli_bad_config_exits_2_with_one_line(tmp_path):
                        capture_output=True, text=True)
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and "ratios[1]" in p.stderr
+
+
+def test_hosvd_option_is_allowed():
+    validate({"exp_name": "x", "methods": ["tucker"], "method_options": {"tucker": {"hooi_iters": 0}}})
 
 
 def test_shipped_configs_are_valid():

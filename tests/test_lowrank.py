@@ -1,5 +1,6 @@
 """Low-rank factorisation: exact reproductions, Tucker-2 error identities, CP layer algebra, VBMF, counts, targets."""
 import copy
+import warnings
 
 import pytest
 import torch
@@ -185,6 +186,19 @@ def test_rule_ranks_and_larger_layers_left_alone():
     model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.Flatten(), nn.Linear(16 * 36, 3))
     plan = lr.factorise(model, lr.analyse(model, (8, 6, 6), "tucker"), {"0": [16, 8]})
     assert plan == {"0": None} and isinstance(model[0], nn.Conv2d)
+
+
+def test_tucker_ranks_beyond_the_core_rank_are_clamped():
+    # a 2-channel core of a 3x3 kernel has mode-0 rank <= 2*9 = 18: r_out = 40 would only add zero columns
+    torch.manual_seed(0)
+    info = one_layer_info(nn.Conv2d(64, 64, 3, padding=1), "tucker", (64, 6, 6))
+    assert lr.tucker_ranks(info.module, [40, 2]) == (18, 2)
+    model = nn.Sequential(info.module)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # tensorly warns when asked for more singular vectors than exist
+        plan = lr.factorise(model, [info], {info.name: [40, 2]}, hooi_iters=2)
+    assert plan == {info.name: [18, 2]}
+    assert count_params(model) == lr.factorised_cost(info, [40, 2])[0]
 
 
 def test_bad_input_is_rejected_before_work():
