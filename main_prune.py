@@ -1,4 +1,5 @@
-"""Run a pruning sweep from a JSON config: python main_prune.py --config_path configs/quickstart.json [--smoke]."""
+"""Run a pruning sweep from a JSON config:
+python main_prune.py --config_path configs/quickstart.json [--smoke] [--seeds 1 2]."""
 from __future__ import annotations
 
 import argparse
@@ -13,9 +14,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config_path", required=True, help="JSON config, e.g. configs/quickstart.json")
     parser.add_argument("--smoke", action="store_true",
                         help="run every method and ratio for a few steps on random tensors of the right shape")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="run these seeds instead of the config's (rows land in the same run folder)")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config_path)
+        if args.seeds:
+            cfg.seeds = args.seeds
         df = run(cfg, smoke=args.smoke)
     except (ConfigError, DatasetMissingError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -91,6 +91,20 @@ def test_sweep_writes_rows_and_resumes_after_interruption(tmp_path, monkeypatch)
     assert len(json.loads((cfg.run_dir / "results.json").read_text())) == 2
 
 
+def test_cli_seeds_override_adds_rows_to_the_same_run(tmp_path):
+    path = tmp_path / "tiny.json"
+    raw = {"exp_name": "tiny", "dataset": "digits", "model": "resnet8", "methods": ["magnitude_global"],
+           "ratios": [0.5], "seeds": [0], "baseline": {"epochs": 1, "batch_size": 64},
+           "finetune": {"epochs": 1, "batch_size": 64}, "bn_recalibration_batches": 2,
+           "output_dir": str(tmp_path / "runs"), "checkpoint_dir": None}
+    path.write_text(json.dumps(raw))
+    for extra in ([], ["--seeds", "3"]):
+        p = subprocess.run([sys.executable, "main_prune.py", "--config_path", str(path), *extra], cwd=ROOT,
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr[-500:]
+    assert sorted(pd.read_csv(tmp_path / "runs" / "tiny" / "results.csv")["seed"]) == [0, 3]
+
+
 def test_resume_refuses_a_different_config(tmp_path):
     run(tiny(tmp_path, ratios=[0.0]), progress=False)
     with pytest.raises(ConfigError, match="different config"):
