@@ -23,6 +23,11 @@ is capped instead. The parameter count after pruning is a closed-form function o
 (`ChannelPruner.cost`), so t is found by bisection over the sorted scores without pruning repeatedly;
 `target` (fraction of the unpruned model's parameters removed) is hit within one percentage point.
 
+Why not torch-pruning's MetaPruner / importance classes: we use its dependency graph and its slicing, but
+the scores, the threshold and the target are ours. The target must be hit within one point, found by bisection
+on a closed-form parameter cost, and C-OBS must correct the kept weights between selection and removal; the
+MetaPruner API offers neither.
+
 Save / load. A pruned model no longer matches its class's default widths. `save_pruned` stores the state
 dict plus the widths of every Conv2d / Linear / BatchNorm ("the architecture" beyond the model name) and,
 optionally, the `build_model` arguments; `load_pruned` rebuilds the original model, shrinks those layers
