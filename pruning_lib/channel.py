@@ -49,7 +49,8 @@ from torch import nn
 
 from .metrics import layer_pixels
 from .models import build_model, classifier_of
-from .pruner import PruneContext, PruneResult, check_target, closest_threshold, finish
+from .files import load_weights, save_torch_atomic
+from .pruner import PruneContext, PruneResult, TargetUnreachable, check_target, closest_threshold, finish
 
 TOLERANCE = 0.01  # the target is hit within one percentage point
 SUPPORTED = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
@@ -273,9 +274,9 @@ class ChannelPruner:
         removed = lambda t: 1.0 - self.cost(self.kept_counts(scores, t))[0] / base_params  # noqa: E731
         threshold, got = closest_threshold(candidates, removed, target)
         if abs(got - target) > TOLERANCE:
-            raise ValueError(f"target: {target:.3f} cannot be reached within {TOLERANCE:.0%} (closest "
-                             f"{got:.3f}; layer_cap {self.layer_cap} keeps at least "
-                             f"{1 - self.layer_cap:.0%} of every group's channels)")
+            raise TargetUnreachable(f"target: {target:.3f} cannot be reached within {TOLERANCE:.0%} (closest "
+                                    f"{got:.3f}; layer_cap {self.layer_cap} keeps at least "
+                                    f"{1 - self.layer_cap:.0%} of every group's channels)", closest=got)
         return threshold, got
 
     def layer_widths(self, kept: dict[str, int]) -> dict[str, int]:
@@ -449,15 +450,15 @@ def _resize(model: nn.Module, widths: dict[str, list[int]]) -> nn.Module:
 def save_pruned(model: nn.Module, path: str | Path, arch: dict[str, Any] | None = None) -> None:
     """Save a (pruned) model as {format, arch, widths, state_dict}: `arch` holds the `build_model` keyword
     arguments (name, width, in_channels, num_classes) so `load_pruned` can rebuild it without a template."""
-    torch.save({"format": FORMAT, "arch": arch, "widths": layer_widths(model), "state_dict": model.state_dict()},
-               path)
+    save_torch_atomic({"format": FORMAT, "arch": arch, "widths": layer_widths(model),
+                       "state_dict": model.state_dict()}, path)
 
 
 def load_pruned(path: str | Path, model: nn.Module | None = None, map_location: Any = None) -> nn.Module:
     """Load a model saved by `save_pruned`: take `model` (an unpruned instance of the same architecture) or
     build one from the saved `arch`, resize its layers to the saved widths, load the state dict strictly.
     Reads with torch.load(weights_only=True): the file cannot run code."""
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    ckpt = load_weights(path, map_location=map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"path: {path} is not a file written by save_pruned (format {FORMAT})")
     if model is None:

@@ -1,13 +1,18 @@
 """Datasets with deterministic train / validation / test splits.
 
 `digits` (scikit-learn's bundled 8x8 digits) is the offline default. `fashion_mnist`, `cifar10` and
-`cifar100` are read by torchvision from files under `data/` (never downloaded here); a missing
-dataset raises `DatasetMissingError` saying where the files go. The validation split is carved from
+`cifar100` are read from files under `data/` (never downloaded here); a missing dataset raises
+`DatasetMissingError` saying where the files go, a damaged one `DatasetError` naming the file. Dataset
+files are only as safe as their source: CIFAR's pickles are checked against the official md5 sums and read
+with a restricted unpickler, so a crafted file cannot run code. The validation split is carved from
 the training set with a seeded permutation; the test split is never used for model selection.
 """
 from __future__ import annotations
 
+import copy
+import hashlib
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +73,7 @@ class Splits:
     in_channels: int
     image_size: int
     num_classes: int
+    key: str = ""  # hash of the split's provenance (dataset, val_fraction, split seed, subset, root): cache key
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -95,33 +101,141 @@ def _digits(val_fraction: float, split_seed: int) -> Splits:
     tr, va = _split_indices(len(rest), val_fraction, split_seed)
     train_idx, val_idx = rest[tr], rest[va]
     ds = lambda idx: TensorDataset(x[idx], y[idx])  # noqa: E731
-    return Splits("digits", ds(train_idx), ds(val_idx), ds(test_idx), 1, 8, 10)
+    return Splits("digits", ds(train_idx), ds(val_idx), ds(test_idx), 1, 8, 10,
+                  _split_key("digits", val_fraction, split_seed))
 
 
-def _without_md5(base: type) -> type:
-    """`base` (torchvision CIFAR10 / CIFAR100) accepting any files in the official pickle layout.
+class DatasetError(ValueError):
+    """A dataset file on disk is damaged, truncated, of the wrong format or fails its checksum; the message
+    names the file."""
 
-    torchvision verifies the official md5 sums, which rejects the small generated files that test
-    this code path; with md5 None its integrity check only asks that the files exist.
-    """
-    unchecked = lambda files: [[name, None] for name, _ in files]  # noqa: E731
-    return type(base.__name__, (base,), {"train_list": unchecked(base.train_list),
-                                         "test_list": unchecked(base.test_list),
-                                         "meta": {**base.meta, "md5": None}})
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what the official CIFAR pickles hold: dicts, lists, strings, numbers
+    and numpy arrays. Any other global (os.system, builtins.eval, ...) is refused, so a crafted file cannot
+    run code (see https://docs.python.org/3/library/pickle.html#restricting-globals)."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}: only numpy arrays and builtin types "
+                                         "may appear in a CIFAR file")
+        if module == "numpy.core.multiarray":  # numpy 1 name of numpy 2's numpy._core (no deprecation warning)
+            module = "numpy._core.multiarray" if hasattr(np, "_core") else module
+        return super().find_class(module, name)
+
+
+def read_cifar_pickle(path: Path) -> dict:
+    """One CIFAR python-format file as a dict with str keys, read by `_ArrayUnpickler` (no code can run)."""
+    try:
+        with open(path, "rb") as f:
+            obj = _ArrayUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+        raise DatasetError(f"{path}: not a CIFAR file in the official format ({e}); re-extract the archive") from None
+    if not isinstance(obj, dict):
+        raise DatasetError(f"{path}: not a CIFAR file in the official format (holds {type(obj).__name__}, not a dict)")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+class CIFAR(Dataset):
+    """CIFAR-10 / CIFAR-100 from the official python-format files, like torchvision.datasets.CIFAR10/100
+    but read with a restricted unpickler: torchvision unpickles with `pickle.load`, which runs whatever
+    code a crafted file holds. The md5 sums are torchvision's list of the official files; `verify_checksums`
+    False (for small generated test files) skips only that check, never the restricted unpickler."""
+
+    def __init__(self, root: str | os.PathLike, name: str, train: bool, transform=None, verify_checksums: bool = True):
+        from torchvision import datasets
+        from torchvision.datasets.utils import check_integrity
+
+        base = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+        folder = Path(root) / base.base_folder
+        files = base.train_list if train else base.test_list
+        for filename, md5 in files:
+            path = folder / filename
+            if not path.is_file():
+                raise DatasetMissingError(f"{path} is missing. " + HOW_TO_GET[name].format(root=root))
+            if verify_checksums and not check_integrity(str(path), md5):
+                raise DatasetError(f"{path}: md5 differs from the official file's ({md5}); the file is damaged or "
+                                   "not the official one: re-download it (dataset files are only as safe as their source)")
+        label_key = "labels" if name == "cifar10" else "fine_labels"
+        data, labels = [], []
+        for filename, _ in files:
+            entry = read_cifar_pickle(folder / filename)
+            x, y = np.asarray(entry.get("data")), entry.get(label_key)
+            if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or not isinstance(y, list) or len(y) != len(x):
+                raise DatasetError(f"{folder / filename}: expected 'data' uint8 (N, 3072) and '{label_key}' a list of "
+                                   f"N labels, got data {x.dtype} {x.shape}")
+            data.append(x)
+            labels += y
+        self.data = np.concatenate(data).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        self.targets = labels
+        classes = SHAPES[name][2]
+        if labels and not all(isinstance(t, int) and 0 <= t < classes for t in labels):
+            raise DatasetError(f"{folder}: labels outside 0..{classes - 1}")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        img = Image.fromarray(self.data[i])
+        return (self.transform(img) if self.transform else img), self.targets[i]
+
+
+FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                 "t10k": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def _idx_header(path: Path, ndim: int) -> tuple[int, ...]:
+    """Dimensions of an IDX file (the MNIST format: bytes 0, 0, 0x08 = uint8, ndim; big-endian int32 dims),
+    checked against the file size."""
+    raw = path.read_bytes()[: 4 + 4 * ndim]
+    if len(raw) < 4 + 4 * ndim or raw[:4] != bytes([0, 0, 8, ndim]):
+        raise DatasetError(f"{path}: not an IDX file of uint8 with {ndim} dimensions (magic {raw[:4].hex() or 'missing'}, "
+                           f"expected 000008{ndim:02x}); re-extract it from the .gz")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = 4 + 4 * ndim + int(np.prod(dims))
+    if path.stat().st_size != expected:
+        raise DatasetError(f"{path}: {path.stat().st_size} bytes, but its header {dims} needs {expected} "
+                           "(truncated or damaged); re-extract it from the .gz")
+    return dims
+
+
+def check_fashion_mnist(root: str | os.PathLike) -> None:
+    """Check the four Fashion-MNIST IDX files before torchvision reads them: present, magic numbers, sizes,
+    28x28 images, as many labels as images, labels in 0..9. Raises naming the file at fault."""
+    raw = Path(root) / "FashionMNIST" / "raw"
+    if not raw.is_dir():
+        raise DatasetMissingError(HOW_TO_GET["fashion_mnist"].format(root=root))
+    for images, labels in FASHION_FILES.values():
+        for f in (images, labels):
+            if not (raw / f).is_file():
+                raise DatasetMissingError(f"{raw / f} is missing. " + HOW_TO_GET["fashion_mnist"].format(root=root))
+        n, h, w = _idx_header(raw / images, 3)
+        if (h, w) != (28, 28):
+            raise DatasetError(f"{raw / images}: images are {h}x{w}, Fashion-MNIST's are 28x28")
+        (m,) = _idx_header(raw / labels, 1)
+        if m != n:
+            raise DatasetError(f"{raw / labels}: {m} labels for {n} images in {images}")
+        y = np.frombuffer((raw / labels).read_bytes()[8:], dtype=np.uint8)
+        if y.size and y.max() > 9:
+            raise DatasetError(f"{raw / labels}: label {int(y.max())} is outside 0..9")
 
 
 def _torchvision(name: str, root: str, val_fraction: float, split_seed: int, train_subset: int | None,
-                 augment: bool) -> Splits:
+                 augment: bool, verify_checksums: bool) -> Splits:
     from torchvision import datasets, transforms as T
 
     c, size, classes = SHAPES[name]
     if name == "fashion_mnist":
-        raw = Path(root) / "FashionMNIST" / "raw"
-        if not (raw / "train-images-idx3-ubyte").is_file():
-            raise DatasetMissingError(HOW_TO_GET[name].format(root=root))
+        check_fashion_mnist(root)
         norm = T.Normalize(*FASHION_STATS)
         train_tf = eval_tf = T.Compose([T.ToTensor(), norm])
-        cls = datasets.FashionMNIST
+        make = lambda train, tf: datasets.FashionMNIST(root, train=train, download=False, transform=tf)  # noqa: E731
     else:
         folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
         if not (Path(root) / folder).is_dir():
@@ -129,15 +243,21 @@ def _torchvision(name: str, root: str, val_fraction: float, split_seed: int, tra
         norm = T.Normalize(*CIFAR_STATS[name])
         eval_tf = T.Compose([T.ToTensor(), norm])
         train_tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), norm])
-        base = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-        cls = _without_md5(base)
-    train_full = cls(root, train=True, download=False, transform=train_tf if augment else eval_tf)
-    train_eval = cls(root, train=True, download=False, transform=eval_tf)
-    test = cls(root, train=False, download=False, transform=eval_tf)
+        make = lambda train, tf: CIFAR(root, name, train, tf, verify_checksums)  # noqa: E731
+    train_full = make(True, train_tf if augment else eval_tf)
+    train_eval = copy.copy(train_full)  # the same images, without augmentation (read once)
+    train_eval.transform = eval_tf
+    test = make(False, eval_tf)
     tr, va = _split_indices(len(train_full), val_fraction, split_seed)
     if train_subset is not None and train_subset < len(tr):
         tr = np.sort(np.random.default_rng(split_seed + 1).choice(tr, train_subset, replace=False))
-    return Splits(name, Subset(train_full, tr.tolist()), Subset(train_eval, va.tolist()), test, c, size, classes)
+    key = _split_key(name, val_fraction, split_seed, train_subset, Path(root).resolve())
+    return Splits(name, Subset(train_full, tr.tolist()), Subset(train_eval, va.tolist()), test, c, size, classes, key)
+
+
+def _split_key(*provenance) -> str:
+    """A short hash of everything that decides which images land in which split."""
+    return hashlib.sha1(repr(provenance).encode()).hexdigest()[:10]
 
 
 def random_splits(name: str, n_train: int = 16, n_eval: int = 8, seed: int = 0) -> Splits:
@@ -146,19 +266,24 @@ def random_splits(name: str, n_train: int = 16, n_eval: int = 8, seed: int = 0) 
     g = torch.Generator().manual_seed(seed)
     make = lambda n: TensorDataset(torch.randn(n, c, size, size, generator=g),  # noqa: E731
                                    torch.randint(0, classes, (n,), generator=g))
-    return Splits(name, make(n_train), make(n_eval), make(n_eval), c, size, classes)
+    return Splits(name, make(n_train), make(n_eval), make(n_eval), c, size, classes,
+                  _split_key("random", name, n_train, n_eval, seed))
 
 
 def load_dataset(name: str, root: str | os.PathLike = DATA_DIR, val_fraction: float = 0.1, split_seed: int = 0,
-                 train_subset: int | None = None, augment: bool = True) -> Splits:
-    """Load `name` as deterministic train / val / test splits (val carved from the training set)."""
+                 train_subset: int | None = None, augment: bool = True, verify_checksums: bool = True) -> Splits:
+    """Load `name` as deterministic train / val / test splits (val carved from the training set).
+
+    Files are checked before use (CIFAR: the official md5 sums, unless `verify_checksums` is False, and a
+    restricted unpickler; Fashion-MNIST: sizes, magic numbers, label range); a damaged file raises
+    DatasetError naming it, a missing one DatasetMissingError saying how to get it."""
     if name not in DATASETS:
         raise ValueError(f"dataset: unknown '{name}', allowed: {', '.join(DATASETS)}")
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction: {val_fraction} is outside (0, 1)")
     if name == "digits":
         return _digits(val_fraction, split_seed)
-    return _torchvision(name, str(root), val_fraction, split_seed, train_subset, augment)
+    return _torchvision(name, str(root), val_fraction, split_seed, train_subset, augment, verify_checksums)
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0,

@@ -37,7 +37,7 @@ from torch import nn
 from .curvature import compute_kfac
 from .metrics import count_params, layer_pixels
 from .models import classifier_of
-from .pruner import PruneContext, PruneResult, check_target, closest_threshold, finish
+from .pruner import PruneContext, PruneResult, TargetUnreachable, check_target, closest_threshold, finish
 from .train import recalibrate_bn
 
 TOLERANCE = 0.01  # the target is hit within one percentage point
@@ -232,9 +232,10 @@ def search_threshold(layers: list[LayerScores], target: float, layer_cap: float,
                                target_kind, current_params, base_params)
     threshold, got = closest_threshold(candidates, value, target)
     if abs(got - target) > TOLERANCE:
-        raise ValueError(f"target: {target} cannot be reached within 1 point by eigendamage "
-                         f"(target_kind={target_kind}, layer_cap={layer_cap}): the nearest is {got:.4f} "
-                         f"(at most {value(candidates[-1]):.4f}); raise layer_cap or include the classifier")
+        raise TargetUnreachable(f"target: {target} cannot be reached within 1 point by eigendamage "
+                                f"(target_kind={target_kind}, layer_cap={layer_cap}): the nearest is {got:.4f} "
+                                f"(at most {value(candidates[-1]):.4f}); raise layer_cap or include the classifier",
+                                closest=got)
     return threshold, got
 
 

@@ -39,7 +39,7 @@ from torch import nn
 
 from .metrics import count_params
 from .models import classifier_of
-from .pruner import PruneContext, PruneResult, check_target, finish
+from .pruner import PruneContext, PruneResult, TargetUnreachable, check_target, finish
 from .vbmf import evbmf_rank
 
 FORMS = ("svd", "tucker", "cp")
@@ -288,16 +288,19 @@ def rule_ranks(info: LayerInfo, rule: str, value: float) -> list[int]:
     return [max(1, int((p > threshold).sum())) for p in priorities(info, rule)]
 
 
-def fit_ranks(infos: list[LayerInfo], rule: str, max_params: float, fixed_params: int) -> dict[str, list[int]]:
+def fit_ranks(infos: list[LayerInfo], rule: str, max_params: float, fixed_params: int,
+              base_params: int | None = None) -> dict[str, list[int]]:
     """Ranks meeting a parameter budget: from rank 1 everywhere, add directions of all layers in the rule's
     priority order while fixed_params + Σ_layers min(factorised, original params) stays <= max_params; of the
-    last state and the one with the next direction added, keep the closer to max_params."""
+    last state and the one with the next direction added, keep the closer to max_params. Raise
+    TargetUnreachable (closest reduction 1 - rank-1 params / base_params) when rank 1 everywhere is too big."""
     ranks = {i.name: [1] * len(i.spectra) for i in infos}
     kept = {i.name: min(factorised_cost(i, ranks[i.name])[0], i.params) for i in infos}
     total = fixed_params + sum(kept.values())
     if total > max_params:
-        raise ValueError(f"target: needs at most {max_params:.0f} parameters but rank 1 in every factorisable layer "
-                         f"keeps {total}; lower the target or set include_classifier")
+        raise TargetUnreachable(f"target: needs at most {max_params:.0f} parameters but rank 1 in every factorisable "
+                                f"layer keeps {total}; lower the target or set include_classifier",
+                                closest=None if base_params is None else 1.0 - total / base_params)
     events = sorted((-float(p[j]), k, mode, j) for k, info in enumerate(infos)
                     for mode, p in enumerate(priorities(info, rule)) for j in range(1, len(p)))
     for _, k, mode, _ in events:
@@ -356,7 +359,7 @@ def lowrank_prune(model: nn.Module, ctx: PruneContext, target: float, form: str,
     t0 = time.perf_counter()
     infos = analyse(model, ctx.input_shape, form, include_classifier)
     fixed = count_params(model) - sum(i.params for i in infos)
-    ranks = fit_ranks(infos, rank_rule, (1.0 - target) * ctx.base_params, fixed)
+    ranks = fit_ranks(infos, rank_rule, (1.0 - target) * ctx.base_params, fixed, ctx.base_params)
     t1 = time.perf_counter()
     plan = factorise(model, infos, ranks, hooi_iters, cp_iters, ctx.seed)
     return finish(model, ctx, {"form": form, "rank_rule": rank_rule, "ranks": plan,

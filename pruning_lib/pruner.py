@@ -1,6 +1,7 @@
 """The call shape every pruning method shares: prune(model, ctx, target, options) -> PruneResult."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -31,6 +32,15 @@ class PruneResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+class TargetUnreachable(ValueError):
+    """The requested target cannot be met within one point; `closest` is the nearest achievable fraction of
+    parameters removed (None when unknown). The runner records the row as failed and goes on."""
+
+    def __init__(self, message: str, closest: float | None = None):
+        super().__init__(message)
+        self.closest = closest
+
+
 # Integer options are counts (>= 1) except these (hooi_iters = 0 is the truncated HOSVD).
 INT_OPTION_MINIMUM = {"hooi_iters": 0}
 
@@ -56,6 +66,8 @@ class Method:
                                                       (int,) if isinstance(default, int) else (int, float)):
             kind = "a string" if isinstance(default, str) else "an integer" if isinstance(default, int) else "a number"
             return f"{value!r} must be {kind} like the default {default!r}"
+        if not isinstance(value, str) and not math.isfinite(value):
+            return f"{value!r} is not a finite number"
         if isinstance(default, str):
             allowed = self.choices.get(key, ())
             return None if value in allowed else f"unknown {value!r}, allowed: {', '.join(allowed)}"

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .data import DATA_DIR, Splits, make_loader
+from .files import DamagedFileError, load_weights, save_torch_atomic
 from .models import build_model
 
 
@@ -168,26 +169,34 @@ class Baseline:
 def train_baseline(splits: Splits, model_name: str, width: int, recipe: TrainRecipe, seed: int,
                    device: torch.device, cache_dir: str | os.PathLike | None = DATA_DIR / "checkpoints",
                    progress: bool = True) -> Baseline:
-    """Train (or load the cached) baseline keyed by dataset + model + width + seed + recipe hash."""
+    """Train (or load the cached) baseline, keyed by dataset + split (val_fraction, split seed, train subset,
+    data folder: `splits.key`) + model + width + seed + recipe hash. Says which file it loaded or wrote."""
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"{splits.name}_{model_name}_w{width}_s{seed}_{recipe.key()}.pt"
+        path = Path(cache_dir) / f"{splits.name}-{splits.key}_{model_name}_w{width}_s{seed}_{recipe.key()}.pt"
     seed_everything(seed)
     model = build_model(model_name, width, splits.in_channels, splits.num_classes).to(device)
     val_loader = make_loader(splits.val, 256)
     test_loader = make_loader(splits.test, 256)
     if path is not None and path.is_file():
-        state = torch.load(path, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
+        state = load_weights(path, map_location=device)
+        try:
+            model.load_state_dict(state["model"])
+        except (KeyError, TypeError, RuntimeError) as e:
+            raise DamagedFileError(f"{path}: not a baseline of {model_name} w{width} ({str(e).splitlines()[0]}); "
+                                   "delete it to retrain") from None
+        if progress:
+            tqdm.write(f"baseline seed {seed}: loaded {path} (val {state['val_acc']:.2f} %, test {state['test_acc']:.2f} %)")
         return Baseline(model, path, state["val_acc"], state["test_acc"], state["history"])
     train_loader = make_loader(splits.train, recipe.batch_size, shuffle=True, seed=seed)
     history = train(model, train_loader, recipe, val_loader, desc=f"baseline seed {seed}", progress=progress)
     val_acc, test_acc = evaluate(model, val_loader)["acc"], evaluate(model, test_loader)["acc"]
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "val_acc": val_acc, "test_acc": test_acc, "history": history}, tmp)
-        tmp.replace(path)
+        save_torch_atomic({"model": model.state_dict(), "val_acc": val_acc, "test_acc": test_acc, "history": history},
+                          path)
+        if progress:
+            tqdm.write(f"baseline seed {seed}: trained and saved {path} (val {val_acc:.2f} %, test {test_acc:.2f} %)")
     return Baseline(model, path, val_acc, test_acc, history)
 
 

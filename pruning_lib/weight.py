@@ -16,7 +16,7 @@ from torch.nn.utils import prune
 
 from .metrics import count_nonzero_params, count_params
 from .models import classifier_of
-from .pruner import PruneContext, PruneResult, check_target, finish
+from .pruner import PruneContext, PruneResult, TargetUnreachable, check_target, finish
 
 
 def prunable_weights(model: nn.Module, include_classifier: bool = False) -> list[tuple[nn.Module, str]]:
@@ -31,8 +31,9 @@ def _amount(model: nn.Module, params: list[tuple[nn.Module, str]], target: float
     to_remove = count_nonzero_params(model) - int(round((1.0 - target) * base_params))
     prunable = sum(int(torch.count_nonzero(getattr(m, n))) for m, n in params)
     if to_remove > prunable:
-        raise ValueError(f"target: {target} removes {to_remove} parameters but only {prunable} are prunable "
-                         "(classifier, BatchNorm and biases are kept); lower the target or set include_classifier")
+        raise TargetUnreachable(f"target: {target} removes {to_remove} parameters but only {prunable} are prunable "
+                                "(classifier, BatchNorm and biases are kept); lower the target or set include_classifier",
+                                closest=target - (to_remove - prunable) / base_params)
     return max(to_remove, 0)
 
 

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from pruning_lib import experiment
-from pruning_lib.experiment import COLUMNS, ConfigError, load_config, run, validate
+from pruning_lib.config import ConfigError, load_config, validate
+from pruning_lib.experiment import run
+from pruning_lib.results import COLUMNS
 from pruning_lib.registry import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +83,7 @@ def test_sweep_writes_rows_and_resumes_after_interruption(tmp_path, monkeypatch)
     monkeypatch.setattr(experiment, "evaluate", evaluate_then_crash)
     with pytest.raises(KeyboardInterrupt):
         run(cfg, progress=False)
-    first = pd.read_csv(cfg.run_dir / "results.csv")
+    first = pd.read_csv(cfg.run_dir / "results.csv", keep_default_na=False)
     assert list(first.columns) == COLUMNS and len(first) == 1
     monkeypatch.setattr(experiment, "evaluate", real_evaluate)
     df = run(cfg, progress=False)

@@ -1,0 +1,254 @@
+"""The experiment config: its fields, and `validate`, which checks every one of them before any work.
+
+A wrong value raises ConfigError with one line naming the field and what is allowed (the CLI exits 2).
+Besides types and ranges (numbers must be finite: JSON's NaN / Infinity are refused), the checks that
+need the machine run here too: the device is asked of torch, and the model is run once on a tiny input
+of the dataset's shape (a model too deep for the image size fails here, not after the baseline).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import DATASETS, SHAPES
+from .models import MODELS, build_model
+from .registry import METHODS
+from .train import TrainRecipe
+
+SEED_LIMIT = 2**32  # numpy's seeds are 32-bit
+SCHEDULES = ("cosine", "step")
+EXP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+class ConfigError(ValueError):
+    """A config field has a value that is not allowed; the message names the field."""
+
+
+@dataclass
+class Config:
+    """The JSON config of one experiment (every field is checked by `validate`)."""
+
+    exp_name: str
+    dataset: str = "digits"
+    model: str = "resnet8"
+    width: int = 1
+    methods: list[str] = field(default_factory=lambda: ["magnitude_global"])
+    ratios: list[float] = field(default_factory=lambda: [0.0, 0.5, 0.7, 0.8, 0.9])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    baseline: dict[str, Any] = field(default_factory=dict)
+    finetune: dict[str, Any] = field(default_factory=dict)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bn_recalibration_batches: int = 20
+    score_batch_size: int = 128
+    val_fraction: float = 0.1
+    train_subset: int | None = None
+    data_root: str | None = None  # None: pruning_lib.data.DATA_DIR (<repo>/data)
+    checkpoint_dir: str | None = "auto"  # "auto": DATA_DIR/checkpoints; None: no baseline cache
+    output_dir: str = "runs"
+    device: str = "auto"
+
+    def baseline_recipe(self) -> TrainRecipe:
+        """The baseline training recipe (defaults filled in)."""
+        return TrainRecipe(**self.baseline)
+
+    def finetune_recipe(self) -> TrainRecipe:
+        """The fine-tuning recipe applied after every pruning step (defaults filled in)."""
+        return TrainRecipe(**self.finetune)
+
+    @property
+    def run_dir(self) -> Path:
+        """runs/<exp_name>: where results.csv, results.json and tables.md go."""
+        return Path(self.output_dir) / self.exp_name
+
+
+def _fail(field_name: str, message: str) -> None:
+    raise ConfigError(f"config field '{field_name}': {message}")
+
+
+def is_int(value: Any) -> bool:
+    """True for an integer that is not a bool (JSON true would otherwise count as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """True for a finite int or float that is not a bool (NaN and infinities are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int(name: str, value: Any, low: int, high: int | None = None, null: bool = False) -> None:
+    if null and value is None:
+        return
+    if not is_int(value) or value < low or (high is not None and value >= high):
+        span = f">= {low}" if high is None else f"in [{low}, {high})"
+        _fail(name, f"{value!r} is not {'null or ' if null else ''}an integer {span}")
+
+
+def _number(name: str, value: Any, low: float, high: float | None = None, what: str = "") -> None:
+    ok = is_number(value) and value >= low and (high is None or value < high)
+    if not ok:
+        span = f">= {low:g}" if high is None else f"[{low:g}, {high:g})"
+        _fail(name, f"{value!r} is outside {span}{what}" if is_number(value) else
+              f"{value!r} is not a finite number {span}{what}")
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        _fail(name, f"unknown {value!r}, allowed: {', '.join(allowed)}")
+
+
+def _unique_list(name: str, value: Any, what: str) -> None:
+    if not isinstance(value, list) or not value:
+        _fail(name, f"must be a non-empty list of {what}")
+    seen = set()
+    for i, v in enumerate(value):
+        key = float(v) if is_number(v) else json.dumps(v)
+        if key in seen:
+            _fail(f"{name}[{i}]", f"{v!r} is listed twice (it would run twice and fake a spread)")
+        seen.add(key)
+
+
+def _check_recipe(name: str, recipe: Any) -> None:
+    if not isinstance(recipe, dict):
+        _fail(name, "must be an object of training settings")
+    allowed = [f.name for f in fields(TrainRecipe)]
+    for key in recipe:
+        if key not in allowed:
+            _fail(f"{name}.{key}", f"unknown key, allowed: {', '.join(allowed)}")
+    r = {**asdict(TrainRecipe()), **recipe}
+    if not is_int(r["epochs"]) or r["epochs"] < 0:
+        _fail(f"{name}.epochs", f"{r['epochs']!r} is not a non-negative integer")
+    _number(f"{name}.lr", r["lr"], 0.0)
+    _number(f"{name}.momentum", r["momentum"], 0.0, 1.0)
+    _number(f"{name}.weight_decay", r["weight_decay"], 0.0)
+    _int(f"{name}.batch_size", r["batch_size"], 1)
+    _choice(f"{name}.schedule", r["schedule"], SCHEDULES)
+    _int(f"{name}.max_steps_per_epoch", r["max_steps_per_epoch"], 1, null=True)
+    if not isinstance(r["select_on_val"], bool):
+        _fail(f"{name}.select_on_val", f"{r['select_on_val']!r} must be true or false")
+
+
+def _check_device(device: Any) -> None:
+    if not isinstance(device, str):
+        _fail("device", f"{device!r} is not a string: auto, cpu, cuda, cuda:N, mps")
+    kind, _, index = device.partition(":")
+    if device in ("auto", "cpu"):
+        return
+    if kind == "cuda" and (not index or index.isdigit()):
+        if not torch.cuda.is_available():
+            _fail("device", f"'{device}' but torch sees no CUDA device on this machine; use auto or cpu")
+        if index and int(index) >= torch.cuda.device_count():
+            _fail("device", f"'{device}' but this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            _fail("device", "'mps' but torch sees no MPS device on this machine; use auto or cpu")
+        return
+    _fail("device", f"unknown {device!r}, allowed: auto, cpu, cuda, cuda:N, mps")
+
+
+@torch.no_grad()
+def _check_model_fits(cfg: Config) -> None:
+    """One forward pass of the untrained model on a zero image of the dataset's shape (CPU, eval mode)."""
+    c, size, classes = SHAPES[cfg.dataset]
+    model = build_model(cfg.model, cfg.width, c, classes).eval()
+    try:
+        out = model(torch.zeros(1, c, size, size))
+    except RuntimeError as e:
+        _fail("model", f"'{cfg.model}' cannot take {cfg.dataset}'s {c}x{size}x{size} images "
+                       f"({str(e).splitlines()[0]}); choose one of {', '.join(MODELS)} that fits")
+    if out.shape != (1, classes):
+        _fail("model", f"'{cfg.model}' gives outputs of shape {tuple(out.shape)} for {cfg.dataset}, not (1, {classes})")
+
+
+def validate(raw: dict[str, Any]) -> Config:
+    """Check every field of a raw config dict before any work; raise ConfigError naming the field."""
+    if not isinstance(raw, dict):
+        raise ConfigError("config: the file must hold one JSON object")
+    allowed = [f.name for f in fields(Config)]
+    for key in raw:
+        if key not in allowed:
+            _fail(key, f"unknown key, allowed: {', '.join(allowed)}")
+    name = raw.get("exp_name")
+    if not isinstance(name, str) or not EXP_NAME.fullmatch(name):
+        _fail("exp_name", f"{name!r}: required, a folder name of letters, digits, '.', '_', '-' "
+                          "that does not start with '.' (it becomes <output_dir>/<exp_name>)")
+    cfg = Config(**raw)
+    _choice("dataset", cfg.dataset, DATASETS)
+    _choice("model", cfg.model, MODELS)
+    _int("width", cfg.width, 1, 65)
+    _unique_list("methods", cfg.methods, f"method names, allowed: {', '.join(METHODS)}")
+    for i, m in enumerate(cfg.methods):
+        _choice(f"methods[{i}]", m, tuple(METHODS))
+    _unique_list("ratios", cfg.ratios, "numbers in [0, 1)")
+    for i, r in enumerate(cfg.ratios):
+        _number(f"ratios[{i}]", r, 0.0, 1.0, " (the fraction of parameters removed)")
+    _unique_list("seeds", cfg.seeds, "integers")
+    for i, s in enumerate(cfg.seeds):
+        _int(f"seeds[{i}]", s, 0, SEED_LIMIT)
+    _check_recipe("baseline", cfg.baseline)
+    _check_recipe("finetune", cfg.finetune)
+    if not isinstance(cfg.method_options, dict):
+        _fail("method_options", "must be an object {method: {option: value}}")
+    for m, opts in cfg.method_options.items():
+        if m not in METHODS:
+            _fail(f"method_options.{m}", f"unknown method, allowed: {', '.join(METHODS)}")
+        if not isinstance(opts, dict):
+            _fail(f"method_options.{m}", "must be an object {option: value}")
+        for key in opts:
+            if key not in METHODS[m].options:
+                _fail(f"method_options.{m}.{key}",
+                      f"unknown option, allowed: {', '.join(METHODS[m].options) or '(none)'}")
+            problem = METHODS[m].option_error(key, opts[key])
+            if problem:
+                _fail(f"method_options.{m}.{key}", problem)
+    _int("bn_recalibration_batches", cfg.bn_recalibration_batches, 0)
+    _int("score_batch_size", cfg.score_batch_size, 1)
+    if not is_number(cfg.val_fraction) or not 0.0 < cfg.val_fraction < 1.0:
+        _fail("val_fraction", f"{cfg.val_fraction!r} is outside (0, 1)")
+    _int("train_subset", cfg.train_subset, 1, null=True)
+    for key in ("data_root", "checkpoint_dir"):
+        if getattr(cfg, key) is not None and (not isinstance(getattr(cfg, key), str) or not getattr(cfg, key)):
+            _fail(key, f"{getattr(cfg, key)!r} is not null or a path string")
+    if not isinstance(cfg.output_dir, str) or not cfg.output_dir:
+        _fail("output_dir", f"{cfg.output_dir!r} is not a path string")
+    _check_device(cfg.device)
+    _check_model_fits(cfg)
+    return cfg
+
+
+def load_config(path: str | Path, **overrides: Any) -> Config:
+    """Read and validate a JSON config file (UTF-8); `overrides` replace fields before validation."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config_path: no file at '{path}'")
+    try:
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config_path: '{path}' is not UTF-8 text (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config_path: '{path}' is not valid JSON ({e})") from None
+    if isinstance(raw, dict):
+        raw.update(overrides)
+    return validate(raw)
+
+
+# In a smoke run the methods' own loops are cut short too (CP-ALS of a 256-channel kernel takes a minute).
+SMOKE_METHOD_OPTIONS = {"cp_iters": 2, "hooi_iters": 2, "num_batches": 1, "num_examples": 8}
+
+
+def smoke_config(cfg: Config) -> Config:
+    """The same experiment on random tensors for a few steps: one seed, tiny recipes, short method loops
+    (SMOKE_METHOD_OPTIONS), its own run folder."""
+    short = {"epochs": 1, "batch_size": 8, "max_steps_per_epoch": 2}
+    options = {m: {**cfg.method_options.get(m, {}),
+                   **{k: v for k, v in SMOKE_METHOD_OPTIONS.items() if k in METHODS[m].options}} for m in cfg.methods}
+    return Config(**{**asdict(cfg), "exp_name": cfg.exp_name + "_smoke", "seeds": cfg.seeds[:1],
+                     "baseline": {**cfg.baseline, **short}, "finetune": {**cfg.finetune, **short},
+                     "bn_recalibration_batches": 2, "score_batch_size": 8, "checkpoint_dir": None,
+                     "method_options": options})
