@@ -17,7 +17,7 @@ import statistics
 
 import torch
 
-from pruning_lib.channel import prune_l1
+from pruning_lib.methods.channel import prune_l1
 from pruning_lib.metrics import count_macs, count_params, measure_latency
 from pruning_lib.models import build_model
 from pruning_lib.pruner import PruneContext

@@ -12,7 +12,7 @@ import time
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from pruning_lib import eigendamage as ed
+from pruning_lib.methods import eigendamage as ed
 from pruning_lib.curvature import compute_kfac
 from pruning_lib.metrics import count_macs, count_params
 from pruning_lib.models import build_model
@@ -39,7 +39,7 @@ def main() -> None:
     kfac = compute_kfac(model, loader, form="channel_patch", fisher="true", num_batches=8, layers=names)
     t["K-FAC factors (1024 images)"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    bases = {n: ed.weight_eigenbasis(kfac[n]) for n in names}
+    bases = {n: kfac[n].weight_eig() for n in names}
     t["eigendecompositions (eigh)"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     pixels = ed.layer_pixels(model, names, shape)

@@ -21,7 +21,7 @@ import time
 import torch
 from torch import nn
 
-from pruning_lib import lowrank as lr
+from pruning_lib.methods import lowrank as lr
 from pruning_lib.metrics import count_macs, count_params, measure_latency
 from pruning_lib.models import build_model
 from pruning_lib.pruner import PruneContext

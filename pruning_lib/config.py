@@ -8,7 +8,6 @@ of the dataset's shape (a model too deep for the image size fails here, not afte
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .checks import is_int, is_number
 from .data import DATASETS, SHAPES
 from .models import MODELS, build_model
 from .registry import METHODS
@@ -69,16 +69,6 @@ class Config:
 
 def _fail(field_name: str, message: str) -> None:
     raise ConfigError(f"config field '{field_name}': {message}")
-
-
-def is_int(value: Any) -> bool:
-    """True for an integer that is not a bool (JSON true would otherwise count as 1)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    """True for a finite int or float that is not a bool (NaN and infinities are not numbers here)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _int(name: str, value: Any, low: int, high: int | None = None, null: bool = False) -> None:

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .modes import eval_mode
+
 
 def count_params(model: nn.Module) -> int:
     """Total number of parameters (dense; a pruning mask does not shrink it)."""
@@ -22,6 +24,18 @@ def count_params(model: nn.Module) -> int:
 def count_nonzero_params(model: nn.Module) -> int:
     """Number of nonzero parameters, reading masked weights through torch.nn.utils.prune's masks."""
     return sum(int(torch.count_nonzero(t)) for t in effective_parameters(model))
+
+
+def has_masks(model: nn.Module) -> bool:
+    """True when torch.nn.utils.prune masks are applied (a `weight_orig` parameter with its `weight_mask`)."""
+    return any(name.endswith("_orig") for name, _ in model.named_parameters())
+
+
+def count_remaining_params(model: nn.Module) -> int:
+    """The parameters a pruned model still has: nonzero ones under pruning masks (unstructured pruning keeps
+    dense tensors), tensor sizes otherwise (structured pruning removed the rest; an exact zero that a
+    rotation happens to hold is still stored and computed)."""
+    return count_nonzero_params(model) if has_masks(model) else count_params(model)
 
 
 def effective_parameters(model: nn.Module) -> list[torch.Tensor]:
@@ -37,11 +51,8 @@ def effective_parameters(model: nn.Module) -> list[torch.Tensor]:
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of one forward pass on one image of shape (C, H, W)."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    with FlopCounterMode(display=False) as counter:
+    with eval_mode(model), FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, *input_shape, device=device))
-    model.train(was_training)
     return counter.get_total_flops() // 2
 
 
@@ -72,13 +83,15 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch_size: 
 
 def compression_summary(model: nn.Module, input_shape: tuple[int, ...], base_params: int,
                         base_macs: int) -> dict[str, float]:
-    """Params, nonzero params, parameter reduction (1 - nonzero / base), MACs, GFLOPs and speed-up."""
+    """Params, nonzero params, parameter reduction 1 - remaining / base (count_remaining_params: nonzero under
+    masks, tensor sizes otherwise), compression base / remaining, MACs, GFLOPs and theoretical speed-up."""
     params, nonzero, macs = count_params(model), count_nonzero_params(model), count_macs(model, input_shape)
+    remaining = count_remaining_params(model)
     return {
         "params": params,
         "nonzero_params": nonzero,
-        "param_reduction": 1.0 - nonzero / base_params,
-        "compression": base_params / max(nonzero, 1),
+        "param_reduction": 1.0 - remaining / base_params,
+        "compression": base_params / max(remaining, 1),
         "macs": macs,
         "gflops": gflops(macs),
         "theoretical_speedup": base_macs / max(macs, 1),
@@ -94,13 +107,11 @@ def layer_pixels(model: nn.Module, names: list[str], input_shape: tuple[int, ...
             out[name] = (x.shape[-2] * x.shape[-1] if x.dim() == 4 else 1,
                          output.shape[-2] * output.shape[-1] if output.dim() == 4 else 1)
         hooks.append(modules[name].register_forward_hook(hook))
-    device, was_training = next(model.parameters()).device, model.training
-    model.eval()
+    device = next(model.parameters()).device
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(torch.zeros(1, *input_shape, device=device))
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     return out

@@ -1,14 +1,15 @@
-"""The call shape every pruning method shares: prune(model, ctx, target, options) -> PruneResult."""
+"""The call shape every pruning method shares, fn(model, ctx, target, **options) -> PruneResult, the
+registry's Method record, `finish` (measure a pruned model) and the threshold bisection."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .metrics import count_macs, count_nonzero_params, gflops
+from .checks import option_error
+from .metrics import count_macs, count_remaining_params
 
 
 @dataclass
@@ -41,56 +42,36 @@ class TargetUnreachable(ValueError):
         self.closest = closest
 
 
-# Integer options are counts (>= 1) except these (hooi_iters = 0 is the truncated HOSVD).
-INT_OPTION_MINIMUM = {"hooi_iters": 0}
-
-
 @dataclass
 class Method:
-    """A registered pruning method: the function, one line saying what it does, option defaults, and the
-    allowed values of its string options (so a config is checked before any work)."""
+    """A registered pruning method: the function (wrapped by checks.checked, which refuses a bad target or
+    option before any work), one line saying what it does, and its family. The option defaults and the
+    allowed strings are read from the function, so they are written once."""
 
     fn: Callable[..., PruneResult]
     summary: str
-    options: dict[str, Any] = field(default_factory=dict)
     family: str = "weight"  # "weight" (masks; dense FLOPs unchanged) | "channel" | "lowrank" | "eigen"
-    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """{option: default} of the method function (its keyword arguments after `target`)."""
+        return dict(self.fn.defaults)
+
+    @property
+    def choices(self) -> dict[str, tuple[str, ...]]:
+        """{string option: allowed values}."""
+        return dict(self.fn.choices)
 
     def option_error(self, key: str, value: Any) -> str | None:
-        """Why `value` is not allowed for option `key` (same type as the default; counts >= 1, or the
-        INT_OPTION_MINIMUM; layer_cap in [0, 1); other numbers >= 0; strings from `choices`), or None."""
-        default = self.options[key]
-        if isinstance(default, bool):
-            return None if isinstance(value, bool) else f"{value!r} must be true or false"
-        if isinstance(value, bool) or not isinstance(value, type(default) if isinstance(default, str) else
-                                                      (int,) if isinstance(default, int) else (int, float)):
-            kind = "a string" if isinstance(default, str) else "an integer" if isinstance(default, int) else "a number"
-            return f"{value!r} must be {kind} like the default {default!r}"
-        if not isinstance(value, str) and not math.isfinite(value):
-            return f"{value!r} is not a finite number"
-        if isinstance(default, str):
-            allowed = self.choices.get(key, ())
-            return None if value in allowed else f"unknown {value!r}, allowed: {', '.join(allowed)}"
-        if isinstance(default, int) and value < INT_OPTION_MINIMUM.get(key, 1):
-            return f"{value!r} must be >= {INT_OPTION_MINIMUM.get(key, 1)}"
-        if key == "layer_cap" and not 0.0 <= value < 1.0:
-            return f"{value!r} is outside [0, 1) (the largest fraction of a layer's channels removed)"
-        if value < 0:
-            return f"{value!r} must be >= 0"
-        return None
+        """Why `value` is not allowed for option `key` (checks.option_error against the default), or None."""
+        return option_error(key, value, self.fn.defaults[key], self.fn.choices.get(key, ()))
 
 
 def finish(model: nn.Module, ctx: PruneContext, info: dict[str, Any] | None = None) -> PruneResult:
-    """Measure the pruned model: parameter reduction 1 - nonzero / base_params, and FLOPs (2 x MACs)."""
-    nonzero = count_nonzero_params(model)
-    flops = int(gflops(count_macs(model, ctx.input_shape)) * 1e9)
-    return PruneResult(model, 1.0 - nonzero / ctx.base_params, flops, info or {})
-
-
-def check_target(target: float) -> None:
-    """Raise ValueError unless 0 <= target < 1."""
-    if not 0.0 <= target < 1.0:
-        raise ValueError(f"target: {target} is outside [0, 1) (the fraction of parameters removed)")
+    """Measure the pruned model: parameter reduction 1 - remaining / base_params (metrics.count_remaining_params:
+    nonzero under masks, tensor sizes otherwise), and FLOPs = 2 x MACs."""
+    flops = 2 * count_macs(model, ctx.input_shape)
+    return PruneResult(model, 1.0 - count_remaining_params(model) / ctx.base_params, flops, info or {})
 
 
 def closest_threshold(candidates: list[float], removed: Callable[[float], float], target: float) -> tuple[float, float]:

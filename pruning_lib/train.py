@@ -21,11 +21,6 @@ from .files import DamagedFileError, load_weights, save_torch_atomic
 from .models import build_model
 
 
-def fast_mode() -> bool:
-    """True when PRUNING_FAST=1: notebooks and tests shrink epochs and batches."""
-    return os.environ.get("PRUNING_FAST", "0") not in ("", "0", "false", "False")
-
-
 def pick_device(name: str = "auto") -> torch.device:
     """"auto" -> cuda when available, else cpu; otherwise torch.device(name)."""
     if name == "auto":
@@ -198,15 +193,3 @@ def train_baseline(splits: Splits, model_name: str, width: int, recipe: TrainRec
         if progress:
             tqdm.write(f"baseline seed {seed}: trained and saved {path} (val {val_acc:.2f} %, test {test_acc:.2f} %)")
     return Baseline(model, path, val_acc, test_acc, history)
-
-
-# The baseline recipe of configs/quickstart.json: notebooks and `make run` share its cached checkpoint.
-DIGITS_RECIPE = TrainRecipe(epochs=15, lr=0.1, batch_size=64, weight_decay=5e-4, schedule="cosine")
-
-
-def digits_baseline(seed: int = 0, device: torch.device | None = None, progress: bool = False) -> tuple[Splits, Baseline]:
-    """The digits splits and the small digits ResNet (resnet8) trained with DIGITS_RECIPE (cached)."""
-    from .data import load_dataset
-
-    splits = load_dataset("digits")
-    return splits, train_baseline(splits, "resnet8", 1, DIGITS_RECIPE, seed, device or pick_device(), progress=progress)

@@ -9,8 +9,8 @@ import torchvision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pruning_lib import channel as ch
-from pruning_lib import second_order as so
+from pruning_lib.methods import channel as ch
+from pruning_lib.methods.channel import second_order as so
 from pruning_lib.metrics import count_macs, count_params
 from pruning_lib.models import build_model
 from pruning_lib.pruner import PruneContext

@@ -7,12 +7,12 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from pruning_lib import lowrank as lr
+from pruning_lib.methods import lowrank as lr
 from pruning_lib.metrics import count_macs, count_params
 from pruning_lib.models import build_model
 from pruning_lib.pruner import PruneContext
 from pruning_lib.registry import METHODS
-from pruning_lib.vbmf import evbmf_rank
+from pruning_lib.methods.vbmf import evbmf_rank
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -25,7 +25,7 @@ import torch
 
 import main_prune
 from datafiles import write_fashion_mnist, write_idx
-from pruning_lib.channel import load_pruned, save_pruned
+from pruning_lib.methods.channel import load_pruned, save_pruned
 from pruning_lib.config import validate
 from pruning_lib.data import DatasetError, DatasetMissingError, load_dataset
 from pruning_lib.experiment import run

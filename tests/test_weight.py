@@ -8,7 +8,7 @@ from pruning_lib.metrics import count_nonzero_params, count_params
 from pruning_lib.models import build_model, classifier_of
 from pruning_lib.pruner import PruneContext
 from pruning_lib.train import TrainRecipe, train
-from pruning_lib.weight import magnitude_prune, masks_of, prune_global, prune_layerwise
+from pruning_lib.methods.weight import magnitude_prune, masks_of, prune_global, prune_layerwise
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def test_classifier_and_batchnorm_are_untouched(model):
 
 
 def test_global_threshold_keeps_the_largest_weights(model):
-    from pruning_lib.weight import prunable_weights
+    from pruning_lib.methods.weight import prunable_weights
     before = torch.cat([m.weight.detach().abs().flatten() for m, _ in prunable_weights(model)])
     magnitude_prune(model, 0.5, count_params(model), "global")
     after = torch.cat([m.weight.detach().abs().flatten() for m, _ in prunable_weights(model)])

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..modes import eval_mode
+
 
 class HessianOperator:
     """v -> H v for H = ∇²_θ L(θ), L the mean cross-entropy over `num_batches` batches of `loader` and θ the
@@ -43,25 +45,12 @@ class HessianOperator:
         """H v by double backward: ∇_θ (∇_θ L · v), batch-weighted over the stored batches."""
         vs = _unflat(v, self.params)
         out = 0
-        with _eval(self.model):
+        with eval_mode(self.model):
             for w, (x, y) in zip(self.weights, self.batches):
                 grads = torch.autograd.grad(self._loss(x, y), self.params, create_graph=True)
                 dot = sum((g * u).sum() for g, u in zip(grads, vs))
                 out = out + w * _flat(torch.autograd.grad(dot, self.params))
         return out.detach()
-
-
-class _eval:
-    """Context: the model in eval mode, restored afterwards."""
-
-    def __init__(self, model: nn.Module):
-        self.model, self.was = model, model.training
-
-    def __enter__(self):
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.train(self.was)
 
 
 def _flat(ts) -> torch.Tensor:

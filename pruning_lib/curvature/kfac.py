@@ -26,15 +26,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..checks import check_choice
+from ..modes import eval_mode
+
 FORMS = ("channel_patch", "im2col")
 FISHERS = ("true", "empirical")
 
 
 def _check(form: str, fisher: str) -> None:
-    if form not in FORMS:
-        raise ValueError(f"form: unknown '{form}', allowed: {', '.join(FORMS)}")
-    if fisher not in FISHERS:
-        raise ValueError(f"fisher: unknown '{fisher}', allowed: {', '.join(FISHERS)}")
+    check_choice(form, FORMS, "form")
+    check_choice(fisher, FISHERS, "fisher")
 
 
 @dataclass
@@ -48,16 +49,31 @@ class LayerKFAC:
     form: str
     has_bias: bool
     _eig: tuple | None = field(default=None, repr=False)
+    _weight_eig: tuple | None = field(default=None, repr=False)
 
     def eig(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(eig_A, Q_A, eig_G, Q_G): A = Q_A diag(eig_A) Q_Aᵀ, likewise G; eigenvalues clamped at 0.
         torch.linalg.eigh in float64 for accuracy, computed once and cached."""
         if self._eig is None:
-            ea, qa = torch.linalg.eigh(self.A.double())
-            eg, qg = torch.linalg.eigh(self.G.double())
-            dt = self.A.dtype
-            self._eig = (ea.clamp_min(0).to(dt), qa.to(dt), eg.clamp_min(0).to(dt), qg.to(dt))
+            self._eig = (*_eigh(self.A), *_eigh(self.G))
         return self._eig
+
+    def weight_eig(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The eigenbasis of the weight block only (what EigenDamage rotates): `eig()` when the layer has no
+        bias; with a bias, A's trailing homogeneous coordinate is dropped and A[:-1, :-1] decomposed (float64,
+        once, cached; G's basis is shared with `eig()`)."""
+        if not self.has_bias:
+            return self.eig()
+        if self._weight_eig is None:
+            self._weight_eig = (*_eigh(self.A[:-1, :-1]), *self.eig()[2:])
+        return self._weight_eig
+
+
+def _eigh(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eigenvalues clamped at 0, eigenvectors) of a symmetric factor, by torch.linalg.eigh in float64, returned
+    in the factor's dtype."""
+    values, vectors = torch.linalg.eigh(m.double())
+    return values.clamp_min(0).to(m.dtype), vectors.to(m.dtype)
 
 
 class KFAC(Mapping):
@@ -202,27 +218,25 @@ def compute_kfac(model: nn.Module, loader: DataLoader, form: str = "channel_patc
         return hook
 
     handles = [m.register_forward_hook(fwd(n)) for n, m in modules.items()]
-    was_training = model.training
-    model.eval()
-    try:
-        for b, (x, y) in enumerate(loader):
-            if b >= num_batches:
-                break
-            x, y = x.to(device), y.to(device)
-            logits = model(x)
-            # per-example output gradients = batch size x gradients of the mean loss; each MC draw
-            # counts 1 / mc_samples.
-            scale[0] = x.shape[0] / mc_samples ** 0.5
-            for s in range(mc_samples):
-                loss = F.cross_entropy(logits, sample_labels(logits, y, fisher))
-                model.zero_grad(set_to_none=True)
-                _backward(loss, retain_graph=s < mc_samples - 1)
-            examples += x.shape[0]
-    finally:
-        for h in handles:
-            h.remove()
-        model.zero_grad(set_to_none=True)
-        model.train(was_training)
+    with eval_mode(model):
+        try:
+            for b, (x, y) in enumerate(loader):
+                if b >= num_batches:
+                    break
+                x, y = x.to(device), y.to(device)
+                logits = model(x)
+                # per-example output gradients = batch size x gradients of the mean loss; each MC draw
+                # counts 1 / mc_samples.
+                scale[0] = x.shape[0] / mc_samples ** 0.5
+                for s in range(mc_samples):
+                    loss = F.cross_entropy(logits, sample_labels(logits, y, fisher))
+                    model.zero_grad(set_to_none=True)
+                    _backward(loss, retain_graph=s < mc_samples - 1)
+                examples += x.shape[0]
+        finally:
+            for h in handles:
+                h.remove()
+            model.zero_grad(set_to_none=True)
     out = {}
     for n, m in modules.items():
         A, G = a_sum[n] / rows[n], g_sum[n] / examples
@@ -265,31 +279,29 @@ def ekfac_correction(model: nn.Module, kfac: KFAC, loader: DataLoader, num_examp
                 for n, m in mods.items()]
     sums = {n: None for n in mods}
     seen = 0
-    was_training = model.training
-    model.eval()
-    try:
-        for x, y in loader:
-            if seen >= num_examples:
-                break
-            x, y = x[: num_examples - seen].to(device), y[: num_examples - seen].to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, sample_labels(logits, y, fisher))
+    with eval_mode(model):
+        try:
+            for x, y in loader:
+                if seen >= num_examples:
+                    break
+                x, y = x[: num_examples - seen].to(device), y[: num_examples - seen].to(device)
+                logits = model(x)
+                loss = F.cross_entropy(logits, sample_labels(logits, y, fisher))
+                model.zero_grad(set_to_none=True)
+                _backward(loss)
+                for n, lf in kfac.items():
+                    _, qa, _, qg = lf.eig()
+                    grad = per_example_weight_grads(lf.module, inputs[n], outgrads[n] * x.shape[0])
+                    if kfac.form == "im2col" and isinstance(lf.module, nn.Conv2d):
+                        grad = _as_im2col(grad, lf.has_bias)
+                    rot = torch.einsum("oi,noap,ab->nibp", qg, grad, qa)
+                    sq = (rot ** 2).sum(0)
+                    sums[n] = sq if sums[n] is None else sums[n] + sq
+                seen += x.shape[0]
+        finally:
+            for h in handles:
+                h.remove()
             model.zero_grad(set_to_none=True)
-            _backward(loss)
-            for n, lf in kfac.items():
-                _, qa, _, qg = lf.eig()
-                grad = per_example_weight_grads(lf.module, inputs[n], outgrads[n] * x.shape[0])
-                if kfac.form == "im2col" and isinstance(lf.module, nn.Conv2d):
-                    grad = _as_im2col(grad, lf.has_bias)
-                rot = torch.einsum("oi,noap,ab->nibp", qg, grad, qa)
-                sq = (rot ** 2).sum(0)
-                sums[n] = sq if sums[n] is None else sums[n] + sq
-            seen += x.shape[0]
-    finally:
-        for h in handles:
-            h.remove()
-        model.zero_grad(set_to_none=True)
-        model.train(was_training)
     return {n: s / seen for n, s in sums.items()}
 
 
@@ -321,9 +333,7 @@ def diagonal_fisher(model: nn.Module, loader: DataLoader, num_examples: int = 25
     per_example = vmap(grad(loss_one), in_dims=(None, 0, 0))
     sums = {k: torch.zeros_like(v) for k, v in params.items()}
     seen = 0
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for x, y in loader:
             if seen >= num_examples:
                 break
@@ -335,6 +345,4 @@ def diagonal_fisher(model: nn.Module, loader: DataLoader, num_examples: int = 25
                 for k, g in grads.items():
                     sums[k] += (g ** 2).sum(0)
             seen += x.shape[0]
-    finally:
-        model.train(was_training)
     return {k: s / seen for k, s in sums.items()}

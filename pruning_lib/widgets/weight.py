@@ -1,12 +1,12 @@
-"""ipywidgets front-ends: each returns an `ipywidgets.interactive` bound to a pure function, so it is
+"""Widgets for weight pruning (notebook 01). Like every widget here, each returns an `ipywidgets.interactive` bound to a pure function, so it is
 testable without Jupyter (call `.result` after changing a control, or call the pure function)."""
 from __future__ import annotations
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
 
-from .viz import plot_layer_bars
-from .weight import layer_sparsity, prune_copy
+from ..methods.weight import layer_sparsity, prune_copy
+from ..viz.weight import plot_layer_bars
 
 
 def sparsity_view(model, evaluate_fn, sparsity: float, scope: str = "global") -> dict:

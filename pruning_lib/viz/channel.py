@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .channel import ChannelPruner
+from ..methods.channel import ChannelPruner
 
 
 def plot_kept_channels(ax, pruner: ChannelPruner, kept: dict[str, int], title: str) -> list:

@@ -1,5 +1,5 @@
 """Second-order channel saliencies: C-OBD (diagonal Fisher) and C-OBS (im2col K-FAC inverse) with the OBS
-weight correction, on top of channel.py's groups, threshold search and physical removal.
+weight correction, on top of groups.py's groups, threshold search and physical removal.
 
 Write a layer's weight as a matrix W (C_out x d), d = C_in·k·k in im2col (unfold) order plus a last column
 for the bias if any; row c is output channel c. With the Fisher F of vec(W) (row-major) and the loss at a
@@ -33,9 +33,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .channel import ChannelPruner, Selection, check_bool, check_layer_cap, check_positive_int, run_channel_method
-from .curvature import compute_kfac, diagonal_fisher
-from .pruner import PruneContext, PruneResult, check_target
+from ...checks import checked
+from ...curvature import compute_kfac, diagonal_fisher
+from ...pruner import PruneContext, PruneResult
+from .groups import ChannelPruner, Selection, run_channel_method
 
 FISHERS = ("true", "empirical")
 SALIENCIES = ("diag", "kron")
@@ -77,19 +78,6 @@ def obs_correction(w: torch.Tensor, G_inv: torch.Tensor, removed: torch.Tensor) 
         return torch.zeros_like(w)
     coeff = torch.linalg.solve(G_inv[removed][:, removed], w[removed])  # ([G⁻¹]_RR)⁻¹ W_R
     return -G_inv[:, removed] @ coeff
-
-
-def check_options(fisher: str, num: int, num_name: str, layer_cap: float, damping: float | None = None,
-                  saliency: str = "diag") -> None:
-    """Raise ValueError naming the first option outside its allowed values."""
-    if fisher not in FISHERS:
-        raise ValueError(f"fisher: unknown '{fisher}', allowed: {', '.join(FISHERS)}")
-    check_positive_int(num, num_name)
-    check_layer_cap(layer_cap)
-    if damping is not None and (isinstance(damping, bool) or not isinstance(damping, (int, float)) or damping < 0):
-        raise ValueError(f"damping: {damping!r} must be a number >= 0 (relative to each factor's mean eigenvalue)")
-    if saliency not in SALIENCIES:
-        raise ValueError(f"saliency: unknown '{saliency}', allowed: {', '.join(SALIENCIES)}")
 
 
 def obd_scores(model: nn.Module, names: list[str], loader, num_examples: int = 256,
@@ -150,28 +138,23 @@ def apply_obs_correction(pruner: ChannelPruner, factors: dict[str, dict[str, tor
     return change
 
 
+@checked(fisher=FISHERS)
 def prune_obd(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9, num_examples: int = 256,
               fisher: str = "true", normalize: bool = True) -> PruneResult:
     """Registry entry: C-OBD, remove the channels with the smallest Σ W² F (diagonal Fisher); `normalize`
     divides each layer's saliencies by their sum first (ChannelPruner.group_scores)."""
-    check_target(target)
-    check_options(fisher, num_examples, "num_examples", layer_cap)
-    check_bool(normalize, "normalize")
     return run_channel_method(model, ctx, target, layer_cap,
                               lambda p: p.group_scores(obd_scores(model, p.producers, ctx.loader, num_examples,
                                                                   fisher), normalize),
                               info={"criterion": "obd", "normalize": normalize})
 
 
+@checked(fisher=FISHERS, saliency=SALIENCIES)
 def prune_obs(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9, num_batches: int = 4,
               fisher: str = "true", damping: float = 1e-2, saliency: str = "diag",
               correction: bool = True, normalize: bool = True) -> PruneResult:
     """Registry entry: C-OBS with im2col K-FAC; with `correction` the kept weights of each producer get the
     OBS update ΔW = -G⁻¹[:, R] ([G⁻¹]_RR)⁻¹ W_R before the channels R are removed."""
-    check_target(target)
-    check_options(fisher, num_batches, "num_batches", layer_cap, damping, saliency)
-    check_bool(correction, "correction")
-    check_bool(normalize, "normalize")
     state: dict[str, Any] = {}
 
     def score(p: ChannelPruner) -> dict[str, torch.Tensor]:

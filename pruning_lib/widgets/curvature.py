@@ -4,8 +4,8 @@ from __future__ import annotations
 import ipywidgets as W
 import matplotlib.pyplot as plt
 
-from .curvature import KFAC
-from .viz_curvature import plot_factor_spectra
+from ..curvature import KFAC
+from ..viz.curvature import plot_factor_spectra
 
 
 def factor_condition(kfac: KFAC, layer: str) -> dict[str, float]:

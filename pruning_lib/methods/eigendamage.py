@@ -16,9 +16,8 @@ bias): its output width is unchanged, so BatchNorm and residual paths are untouc
 form would have at least as many parameters as now is left as it is ("never grows").
 
 `target` is the fraction of all parameters of the unpruned model removed (rotations included), hit within
-one percentage point by searching the threshold (parameters counted densely; the kit's reported reduction
-counts nonzero ones, so exact zeros in a rotation, e.g. eigenvectors of dead channels, make it slightly
-larger). target_kind="directions" instead removes that fraction of all eigen-directions of the prunable
+one percentage point by searching the threshold (parameters counted densely, as they are reported: an exact
+zero in a rotation, e.g. an eigenvector of a dead channel, is still stored and computed). target_kind="directions" instead removes that fraction of all eigen-directions of the prunable
 layers (the paper's "pruning ratio"): the parameter reduction it gives is different (usually larger, as the
 core shrinks in both ranks) and is reported, not targeted. Iterative mode re-estimates K-FAC in eval mode
 after re-estimating BatchNorm statistics on `num_batches` training batches (the pruned layers changed them).
@@ -34,13 +33,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .curvature import compute_kfac
-from .metrics import count_params, layer_pixels
-from .models import classifier_of
-from .pruner import PruneContext, PruneResult, TargetUnreachable, check_target, closest_threshold, finish
-from .train import recalibrate_bn
+from ..checks import TOLERANCE, checked
+from ..curvature import compute_kfac
+from ..metrics import count_params, layer_pixels
+from ..models import classifier_of
+from ..pruner import PruneContext, PruneResult, TargetUnreachable, closest_threshold, finish
+from ..train import recalibrate_bn
 
-TOLERANCE = 0.01  # the target is hit within one percentage point
 MODES = ("oneshot", "iterative")
 FISHERS = ("true", "empirical")
 TARGET_KINDS = ("params", "directions")
@@ -156,17 +155,6 @@ def layer_scores(module: nn.Module, name: str, bases: tuple[torch.Tensor, ...],
     return ls
 
 
-def weight_eigenbasis(lf: Any) -> tuple[torch.Tensor, ...]:
-    """(eig_A, Q_A, eig_G, Q_G) of a LayerKFAC for the weight block only: lf.eig() when the layer has no
-    bias; with a bias, A's trailing homogeneous coordinate is dropped and the C_in x C_in block re-decomposed
-    (torch.linalg.eigh, eigenvalues clamped at 0), because the rotations act on input channels only."""
-    eig_A, Q_A, eig_G, Q_G = lf.eig()
-    if lf.has_bias:
-        eig_A, Q_A = torch.linalg.eigh(lf.A[:-1, :-1])
-        eig_A = eig_A.clamp_min(0)
-    return eig_A, Q_A, eig_G, Q_G
-
-
 def frobenius_layer_scores(module: nn.Module, name: str, pixels: tuple[int, int] = (1, 1)) -> LayerScores:
     """The Frobenius (curvature-blind) counterpart of `layer_scores`: Q_G / Q_A are the left singular vectors of
     the mode-0 (C_out x C_in·k²) and mode-1 (C_in x C_out·k²) unfoldings of W (torch.linalg.svd; truncated HOSVD
@@ -249,7 +237,7 @@ def _like(new: nn.Module, weight: torch.Tensor) -> nn.Module:
 
 
 @torch.no_grad()
-def factorize(module: nn.Module, ls: LayerScores, keep_in: torch.Tensor, keep_out: torch.Tensor,
+def factorise(module: nn.Module, ls: LayerScores, keep_in: torch.Tensor, keep_out: torch.Tensor,
               freeze_rotations: bool = False) -> EigenBottleneck:
     """Rebuild `module` (Conv2d, Linear or an EigenBottleneck) keeping input directions `keep_in` and output
     directions `keep_out` of its (core) eigenbasis: rot_in = Q_A[:, keep_in]ᵀ, core = W*[keep_out][:, keep_in],
@@ -295,7 +283,7 @@ def rebuild(model: nn.Module, layers: list[LayerScores], plan: dict[str, tuple[i
     for ls in layers:
         if plan.get(ls.name) is not None:
             r_in, r_out = plan[ls.name]
-            new = factorize(model.get_submodule(ls.name), ls, _top(ls.score_in, r_in), _top(ls.score_out, r_out),
+            new = factorise(model.get_submodule(ls.name), ls, _top(ls.score_in, r_in), _top(ls.score_out, r_out),
                             freeze_rotations)
             _set_module(model, ls.name, new)
     return model
@@ -312,27 +300,10 @@ def score_model(model: nn.Module, loader, names: list[str], input_shape: tuple[i
     skipped = [n for n in names if kfac_names[n] in set(kfac.skipped) or kfac_names[n] not in kfac]
     kept = [n for n in names if n not in skipped]
     pixels = layer_pixels(model, kept, input_shape)
-    return [layer_scores(modules[n], n, weight_eigenbasis(kfac[kfac_names[n]]), pixels[n]) for n in kept], skipped
+    return [layer_scores(modules[n], n, kfac[kfac_names[n]].weight_eig(), pixels[n]) for n in kept], skipped
 
 
-def check_options(mode: str, fisher: str, target_kind: str, num_batches: int, iterations: int,
-                  layer_cap: float) -> None:
-    """Raise ValueError naming the first option outside its allowed values."""
-    if mode not in MODES:
-        raise ValueError(f"mode: unknown '{mode}', allowed: {', '.join(MODES)}")
-    if fisher not in FISHERS:
-        raise ValueError(f"fisher: unknown '{fisher}', allowed: {', '.join(FISHERS)}")
-    if target_kind not in TARGET_KINDS:
-        raise ValueError(f"target_kind: unknown '{target_kind}', allowed: {', '.join(TARGET_KINDS)}")
-    if not isinstance(num_batches, int) or isinstance(num_batches, bool) or num_batches < 1:
-        raise ValueError(f"num_batches: {num_batches!r} is not a positive integer")
-    if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
-        raise ValueError(f"iterations: {iterations!r} is not a positive integer")
-    if isinstance(layer_cap, bool) or not isinstance(layer_cap, (int, float)) or not 0.0 <= layer_cap < 1.0:
-        raise ValueError(f"layer_cap: {layer_cap!r} is outside [0, 1) (the largest fraction of a layer's "
-                         "directions removed per side)")
-
-
+@checked(mode=MODES, fisher=FISHERS, target_kind=TARGET_KINDS)
 def eigendamage(model: nn.Module, loader, target: float, input_shape: tuple[int, ...], base_params: int | None = None,
                 include_classifier: bool = False, fisher: str = "true", num_batches: int = 4, mode: str = "oneshot",
                 iterations: int = 3, layer_cap: float = 0.9, freeze_rotations: bool = False,
@@ -340,8 +311,6 @@ def eigendamage(model: nn.Module, loader, target: float, input_shape: tuple[int,
     """Prune `model` in place by EigenDamage; returns (model, info). One-shot: one K-FAC estimate, one global
     threshold. Iterative: `iterations` rounds towards target·t/iterations, each re-estimating K-FAC (on the
     cores of layers already factored, after re-estimating BatchNorm statistics) and merging rotations."""
-    check_target(target)
-    check_options(mode, fisher, target_kind, num_batches, iterations, layer_cap)
     base_params = base_params or count_params(model)
     names = prunable_layers(model, include_classifier)
     rounds = iterations if mode == "iterative" else 1
@@ -366,6 +335,7 @@ def eigendamage(model: nn.Module, loader, target: float, input_shape: tuple[int,
     return model, info
 
 
+@checked(mode=MODES, fisher=FISHERS, target_kind=TARGET_KINDS)
 def prune_eigendamage(model: nn.Module, ctx: PruneContext, target: float, include_classifier: bool = False,
                       fisher: str = "true", num_batches: int = 4, mode: str = "oneshot", iterations: int = 3,
                       layer_cap: float = 0.9, freeze_rotations: bool = False,

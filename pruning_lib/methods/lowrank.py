@@ -37,9 +37,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .metrics import count_params
-from .models import classifier_of
-from .pruner import PruneContext, PruneResult, TargetUnreachable, check_target, finish
+from ..checks import check_choice, checked
+from ..metrics import count_params
+from ..models import classifier_of
+from ..modes import eval_mode
+from ..pruner import PruneContext, PruneResult, TargetUnreachable, finish
 from .vbmf import evbmf_rank
 
 FORMS = ("svd", "tucker", "cp")
@@ -217,10 +219,9 @@ def is_factorised(info: LayerInfo, ranks: list[int]) -> bool:
 
 
 def _check(form: str, rule: str | None = None) -> None:
-    if form not in FORMS:
-        raise ValueError(f"form: unknown '{form}', allowed: {', '.join(FORMS)}")
-    if rule is not None and rule not in RULES:
-        raise ValueError(f"rank_rule: unknown '{rule}', allowed: {', '.join(RULES)}")
+    check_choice(form, FORMS, "form")
+    if rule is not None:
+        check_choice(rule, RULES, "rank_rule")
 
 
 @torch.no_grad()
@@ -235,15 +236,13 @@ def analyse(model: nn.Module, input_shape: tuple[int, ...], form: str,
     sizes: dict[str, tuple] = {}
     hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: sizes.__setitem__(n, (inp[0].shape, out.shape)))
              for n, m in layers]
-    was_training = model.training
-    model.eval()
-    try:
-        p = next(model.parameters())
-        model(torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype))
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
+    with eval_mode(model):
+        try:
+            p = next(model.parameters())
+            model(torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype))
+        finally:
+            for h in hooks:
+                h.remove()
     infos = []
     for name, m in layers:
         w = m.weight.detach()
@@ -347,15 +346,11 @@ def factorise(model: nn.Module, infos: list[LayerInfo], ranks: dict[str, list[in
     return plan
 
 
+@checked(form=FORMS, rank_rule=RULES)
 def lowrank_prune(model: nn.Module, ctx: PruneContext, target: float, form: str, rank_rule: str = "budget",
                   include_classifier: bool = False, hooi_iters: int = 10, cp_iters: int = 50) -> PruneResult:
     """Factorise `model` in place so that a fraction `target` of ctx.base_params is removed (within one point):
     spectra of every factorisable layer, ranks by `fit_ranks` under `rank_rule`, then the decompositions."""
-    check_target(target)
-    _check(form, rank_rule)
-    for key, value, low in (("hooi_iters", hooi_iters, 0), ("cp_iters", cp_iters, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{key}: {value!r} is not an integer >= {low}")
     t0 = time.perf_counter()
     infos = analyse(model, ctx.input_shape, form, include_classifier)
     fixed = count_params(model) - sum(i.params for i in infos)
@@ -366,18 +361,21 @@ def lowrank_prune(model: nn.Module, ctx: PruneContext, target: float, form: str,
                                "seconds_ranks": round(t1 - t0, 3), "seconds_decompose": round(time.perf_counter() - t1, 3)})
 
 
+@checked(rank_rule=RULES)
 def prune_svd(model: nn.Module, ctx: PruneContext, target: float, rank_rule: str = "budget",
               include_classifier: bool = False) -> PruneResult:
     """Registry entry: truncated SVD of every conv (C_out x C_in k k) and linear layer."""
     return lowrank_prune(model, ctx, target, "svd", rank_rule, include_classifier)
 
 
+@checked(rank_rule=RULES)
 def prune_tucker(model: nn.Module, ctx: PruneContext, target: float, rank_rule: str = "budget",
                  include_classifier: bool = False, hooi_iters: int = 10) -> PruneResult:
     """Registry entry: Tucker-2 (HOOI) of every k x k conv, SVD of 1x1 convs and linear layers."""
     return lowrank_prune(model, ctx, target, "tucker", rank_rule, include_classifier, hooi_iters=hooi_iters)
 
 
+@checked(rank_rule=RULES)
 def prune_cp(model: nn.Module, ctx: PruneContext, target: float, rank_rule: str = "budget",
              include_classifier: bool = False, cp_iters: int = 50) -> PruneResult:
     """Registry entry: CP (ALS) of every k x k conv, SVD of 1x1 convs and linear layers."""

@@ -14,9 +14,10 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .metrics import count_nonzero_params, count_params
-from .models import classifier_of
-from .pruner import PruneContext, PruneResult, TargetUnreachable, check_target, finish
+from ..checks import check_target, checked
+from ..metrics import count_nonzero_params, count_params
+from ..models import classifier_of
+from ..pruner import PruneContext, PruneResult, TargetUnreachable, finish
 
 
 def prunable_weights(model: nn.Module, include_classifier: bool = False) -> list[tuple[nn.Module, str]]:
@@ -62,12 +63,14 @@ def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: m.weight_mask for name, m in model.named_modules() if hasattr(m, "weight_mask")}
 
 
+@checked()
 def prune_global(model: nn.Module, ctx: PruneContext, target: float, include_classifier: bool = False) -> PruneResult:
     """Registry entry: global magnitude pruning."""
     magnitude_prune(model, target, ctx.base_params, "global", include_classifier)
     return finish(model, ctx, {"scope": "global"})
 
 
+@checked()
 def prune_layerwise(model: nn.Module, ctx: PruneContext, target: float,
                     include_classifier: bool = False) -> PruneResult:
     """Registry entry: layer-wise magnitude pruning (the same fraction in every layer)."""

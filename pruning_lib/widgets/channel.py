@@ -5,8 +5,8 @@ import ipywidgets as W
 import matplotlib.pyplot as plt
 import torch
 
-from .channel import ChannelPruner
-from .viz_channel import plot_kept_channels
+from ..methods.channel import ChannelPruner
+from ..viz.channel import plot_kept_channels
 
 
 def kept_channels_view(pruner: ChannelPruner, scores: dict[str, dict[str, torch.Tensor]], criterion: str,

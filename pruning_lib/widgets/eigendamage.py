@@ -4,8 +4,8 @@ from __future__ import annotations
 import ipywidgets as W
 import matplotlib.pyplot as plt
 
-from .eigendamage import LayerScores, plan_layers, plan_totals, search_threshold
-from .viz_eigendamage import plot_importance_curves, plot_kept_directions
+from ..methods.eigendamage import LayerScores, plan_layers, plan_totals, search_threshold
+from ..viz.eigendamage import plot_importance_curves, plot_kept_directions
 
 
 def rank_selection_view(layers: list[LayerScores], target: float, params: int, layer_cap: float = 0.9) -> dict:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import ipywidgets as W
 import matplotlib.pyplot as plt
 
-from .lowrank import LayerInfo, factorised_cost
-from .viz_lowrank import plot_energy, plot_spectrum
+from ..methods.lowrank import LayerInfo, factorised_cost
+from ..viz.lowrank import plot_energy, plot_spectrum
 
 
 def svd_rank_view(info: LayerInfo, rank: int) -> dict:

@@ -1,5 +1,6 @@
-"""Structured (channel) pruning that physically removes channels: coupled groups from torch-pruning's
-dependency graph, per-channel scores (L1, first-order Taylor, random), one global threshold, save / load.
+"""The channel-pruning engine: coupled groups from torch-pruning's dependency graph, their closed-form
+parameter / MAC cost, one global threshold, and the physical removal. Criteria (criteria.py, second_order.py)
+only score channels; this module turns scores into a pruned model.
 
 Groups. `torch_pruning.DependencyGraph` traces the model and returns, for every prunable output channel
 space, the set of coupled operations: the convolutions / linear layers writing those channels
@@ -8,14 +9,11 @@ statistics), and the layers reading them ("consumers": the next convs, the short
 classifier's input). Removing channel i of a group removes it from all of them at once, so the network
 stays consistent. The classifier's outputs (the classes) are never pruned.
 
-Scores. A criterion gives a saliency per output channel of every producer; a group's saliency of channel i
-is the SUM of its producers' saliencies of i (removing i removes all of them); with `normalize` each
-producer's saliencies are first divided by their sum over its channels (default for OBD / OBS, as in the
-EigenDamage reference baselines: on the quickstart it lifts C-OBS at 80 % from 59.8 ± 23.3 to 96.7 ± 1.6 %
-fine-tuned, while it hurts L1 at 90 %, so L1 / Taylor default to raw sums). L1: s_c = Σ|W_c|.
-Taylor (Molchanov et al. 2017): s_c = mean over batches b of |Σ_{w ∈ W_c} w · ∂L_b/∂w|, L_b the mean
-cross-entropy of batch b (data labels, eval mode). Random: uniform scores per group channel (ShrinkBench's
-advice: always show the random baseline). OBD and OBS live in second_order.py.
+Group scores. A criterion gives a saliency per output channel of every producer; a group's saliency of
+channel i is the SUM of its producers' saliencies of i (removing i removes all of them); with `normalize`
+each producer's saliencies are first divided by their sum over its channels (default for OBD / OBS, as in
+the EigenDamage reference baselines: on the quickstart it lifts C-OBS at 80 % from 59.8 ± 23.3 to
+96.7 ± 1.6 % fine-tuned, while it hurts L1 at 90 %, so L1 / Taylor default to raw sums).
 
 Threshold. Every group channel scoring <= t is removed, except that each group keeps at least
 max(1, ceil((1 - layer_cap) · C)) channels (its highest-scoring ones): a ratio that would empty a layer
@@ -27,34 +25,24 @@ Why not torch-pruning's MetaPruner / importance classes: we use its dependency g
 the scores, the threshold and the target are ours. The target must be hit within one point, found by bisection
 on a closed-form parameter cost, and C-OBS must correct the kept weights between selection and removal; the
 MetaPruner API offers neither.
-
-Save / load. A pruned model no longer matches its class's default widths. `save_pruned` stores the state
-dict plus the widths of every Conv2d / Linear / BatchNorm ("the architecture" beyond the model name) and,
-optionally, the `build_model` arguments; `load_pruned` rebuilds the original model, shrinks those layers
-to the stored widths and loads the state dict strictly. Unlike torch.save(model) (a pickle of the module
-that needs weights_only=False, i.e. trusting the file with code execution, and breaks when the class
-moves), the file holds only tensors and plain values.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
-from .metrics import layer_pixels
-from .models import build_model, classifier_of
-from .files import load_weights, save_torch_atomic
-from .pruner import PruneContext, PruneResult, TargetUnreachable, check_target, closest_threshold, finish
+from ...checks import TOLERANCE, check_fraction, check_target
+from ...metrics import layer_pixels
+from ...models import classifier_of
+from ...modes import eval_mode
+from ...pruner import PruneContext, PruneResult, TargetUnreachable, closest_threshold, finish
 
-TOLERANCE = 0.01  # the target is hit within one percentage point
 SUPPORTED = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
-FORMAT = "pruning_lib.channel/1"
 
 
 @dataclass
@@ -88,19 +76,6 @@ class _Cost:
     unit: int
     bias: bool
     pixels: int = 0
-
-
-def check_layer_cap(layer_cap: float) -> None:
-    """Raise ValueError unless 0 <= layer_cap < 1."""
-    if isinstance(layer_cap, bool) or not isinstance(layer_cap, (int, float)) or not 0.0 <= layer_cap < 1.0:
-        raise ValueError(f"layer_cap: {layer_cap!r} is outside [0, 1) (the largest fraction of a layer's "
-                         "channels removed)")
-
-
-def check_positive_int(value: Any, name: str) -> None:
-    """Raise ValueError naming `name` unless value is an int >= 1."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}: {value!r} is not a positive integer")
 
 
 def check_supported(model: nn.Module) -> None:
@@ -139,18 +114,14 @@ class ChannelPruner:
     physical removal. A pruner describes the model as it was when built: after `apply` build a new one."""
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], layer_cap: float = 0.9):
-        check_layer_cap(layer_cap)
+        check_fraction(layer_cap, "layer_cap")
         check_supported(model)
         self.model, self.input_shape, self.layer_cap, self.applied = model, tuple(input_shape), layer_cap, False
         names = {m: n for n, m in model.named_modules()}
         device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()  # tracing runs a forward pass: keep BatchNorm running statistics untouched
-        try:
+        with eval_mode(model):  # tracing runs a forward pass: keep BatchNorm running statistics untouched
             self.graph = tp.DependencyGraph().build_dependency(
                 model, example_inputs=torch.zeros(1, *input_shape, device=device), verbose=False)
-        finally:
-            model.train(was_training)
         head = classifier_of(model)
         self.groups: list[ChannelGroup] = []
         for g in self.graph.get_all_groups(ignored_layers=[head], root_module_types=(nn.Conv2d, nn.Linear)):
@@ -302,44 +273,6 @@ class ChannelPruner:
         return self.model
 
 
-def l1_scores(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
-    """L1 norm of every output channel's weights, s_c = Σ|W_c|, for the named Conv2d / Linear layers."""
-    modules = dict(model.named_modules())
-    return {n: modules[n].weight.detach().abs().flatten(1).sum(1) for n in names}
-
-
-def taylor_scores(model: nn.Module, names: list[str], loader, num_batches: int = 4) -> dict[str, torch.Tensor]:
-    """First-order Taylor saliency per output channel: s_c = (1/B) Σ_b |Σ_{w ∈ W_c} w · ∂L_b/∂w| over B
-    batches, L_b the batch's mean cross-entropy (data labels, eval mode: BatchNorm uses running statistics)."""
-    check_positive_int(num_batches, "num_batches")
-    modules = dict(model.named_modules())
-    device = next(model.parameters()).device
-    sums = {n: torch.zeros(modules[n].weight.shape[0], device=device) for n in names}
-    seen = 0
-    was_training = model.training
-    model.eval()
-    try:
-        for b, (x, y) in enumerate(loader):
-            if b >= num_batches:
-                break
-            model.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x.to(device)), y.to(device)).backward()
-            for n in names:
-                w = modules[n].weight
-                sums[n] += (w.detach() * w.grad).flatten(1).sum(1).abs()
-            seen += 1
-    finally:
-        model.zero_grad(set_to_none=True)
-        model.train(was_training)
-    return {n: s / seen for n, s in sums.items()}
-
-
-def random_group_scores(pruner: ChannelPruner, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Uniform random scores per group channel (the random baseline), reproducible from `seed`."""
-    g = torch.Generator().manual_seed(seed)
-    return {gr.root: torch.rand(gr.size, generator=g, dtype=torch.float64) for gr in pruner.groups}
-
-
 @dataclass
 class Selection:
     """A chosen plan: kept channel indices per group, the threshold, achieved fraction and kept counts."""
@@ -363,7 +296,6 @@ def run_channel_method(model: nn.Module, ctx: PruneContext, target: float, layer
                        info: dict[str, Any] | None = None) -> PruneResult:
     """The shared steps of every channel method: groups, group scores from `score_fn(pruner)`, threshold
     search, optional `before_apply` (e.g. the OBS weight correction), physical removal, measurement."""
-    check_target(target)
     pruner = ChannelPruner(model, ctx.input_shape, layer_cap)
     sel = select(pruner, score_fn(pruner), target, ctx.base_params)
     if before_apply is not None:
@@ -374,97 +306,4 @@ def run_channel_method(model: nn.Module, ctx: PruneContext, target: float, layer
     return finish(model, ctx, details)
 
 
-def check_bool(value: Any, name: str) -> None:
-    """Raise ValueError naming `name` unless value is a bool."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name}: {value!r} must be true or false")
 
-
-def prune_l1(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9,
-             normalize: bool = False) -> PruneResult:
-    """Registry entry: remove the channels with the smallest summed L1 norm (global threshold)."""
-    check_bool(normalize, "normalize")
-    return run_channel_method(model, ctx, target, layer_cap,
-                              lambda p: p.group_scores(l1_scores(model, p.producers), normalize),
-                              info={"criterion": "l1", "normalize": normalize})
-
-
-def prune_taylor(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9,
-                 num_batches: int = 4, normalize: bool = False) -> PruneResult:
-    """Registry entry: remove the channels with the smallest first-order Taylor saliency."""
-    check_positive_int(num_batches, "num_batches")
-    check_bool(normalize, "normalize")
-    return run_channel_method(model, ctx, target, layer_cap,
-                              lambda p: p.group_scores(taylor_scores(model, p.producers, ctx.loader, num_batches),
-                                                       normalize),
-                              info={"criterion": "taylor", "normalize": normalize})
-
-
-def prune_random(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9) -> PruneResult:
-    """Registry entry: remove uniformly random channels (seeded by ctx.seed), same threshold machinery."""
-    return run_channel_method(model, ctx, target, layer_cap, lambda p: random_group_scores(p, ctx.seed),
-                              info={"criterion": "random"})
-
-
-def layer_widths(model: nn.Module) -> dict[str, list[int]]:
-    """The architecture a pruned model needs besides its class: [in, out] of every Conv2d / Linear and
-    [num_features] of every BatchNorm, by module name."""
-    out = {}
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            out[name] = [m.weight.shape[1] * (m.groups if isinstance(m, nn.Conv2d) else 1), m.weight.shape[0]]
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-            out[name] = [m.num_features]
-    return out
-
-
-def _resize(model: nn.Module, widths: dict[str, list[int]]) -> nn.Module:
-    """Shrink (or grow) the named layers in place to the given widths; the values are left uninitialised
-    (`load_state_dict` fills them)."""
-    modules = dict(model.named_modules())
-    for name, w in widths.items():
-        if name not in modules:
-            raise ValueError(f"widths: layer '{name}' is not in the model (was it saved from another architecture?)")
-        m = modules[name]
-        if isinstance(m, nn.Conv2d):
-            m.in_channels, m.out_channels = w
-            m.weight = nn.Parameter(m.weight.new_empty(w[1], w[0] // m.groups, *m.kernel_size))
-            if m.bias is not None:
-                m.bias = nn.Parameter(m.bias.new_empty(w[1]))
-        elif isinstance(m, nn.Linear):
-            m.in_features, m.out_features = w
-            m.weight = nn.Parameter(m.weight.new_empty(w[1], w[0]))
-            if m.bias is not None:
-                m.bias = nn.Parameter(m.bias.new_empty(w[1]))
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.num_features = w[0]
-            for attr in ("weight", "bias"):
-                if getattr(m, attr) is not None:
-                    setattr(m, attr, nn.Parameter(getattr(m, attr).new_empty(w[0])))
-            for attr in ("running_mean", "running_var"):
-                if getattr(m, attr) is not None:
-                    setattr(m, attr, getattr(m, attr).new_empty(w[0]))
-    return model
-
-
-def save_pruned(model: nn.Module, path: str | Path, arch: dict[str, Any] | None = None) -> None:
-    """Save a (pruned) model as {format, arch, widths, state_dict}: `arch` holds the `build_model` keyword
-    arguments (name, width, in_channels, num_classes) so `load_pruned` can rebuild it without a template."""
-    save_torch_atomic({"format": FORMAT, "arch": arch, "widths": layer_widths(model),
-                       "state_dict": model.state_dict()}, path)
-
-
-def load_pruned(path: str | Path, model: nn.Module | None = None, map_location: Any = None) -> nn.Module:
-    """Load a model saved by `save_pruned`: take `model` (an unpruned instance of the same architecture) or
-    build one from the saved `arch`, resize its layers to the saved widths, load the state dict strictly.
-    Reads with torch.load(weights_only=True): the file cannot run code."""
-    ckpt = load_weights(path, map_location=map_location)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"path: {path} is not a file written by save_pruned (format {FORMAT})")
-    if model is None:
-        if ckpt["arch"] is None:
-            raise ValueError("model: the file has no 'arch'; pass an unpruned instance of its architecture")
-        model = build_model(**ckpt["arch"])
-    _resize(model, ckpt["widths"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model

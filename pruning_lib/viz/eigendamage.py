@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .eigendamage import LayerScores
+from ..methods.eigendamage import LayerScores
 
 
 def plot_weight_vs_eigenbasis(axes, weight: torch.Tensor, ls: LayerScores) -> list:

@@ -1,4 +1,4 @@
-"""Plotting helpers: each takes a matplotlib Axes, draws with title / labels / units, returns the artists."""
+"""Plots for data, training curves and weight pruning (notebooks 00, 01): each takes a matplotlib Axes, draws with title / labels / units, returns the artists."""
 from __future__ import annotations
 
 import numpy as np

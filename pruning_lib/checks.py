@@ -1,0 +1,104 @@
+"""One home for the checks every method shares: the target, option values, counts and fractions.
+
+Every registered method function is wrapped by `checked`, which reads the option defaults and their allowed
+values from the function itself (its signature and `choices`) and refuses a bad target or option before any
+work with a ValueError that names it. The config check (config.py) and the registry use the same
+`option_error`, so a value the CLI accepts is one the function accepts.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from typing import Any, Callable
+
+TOLERANCE = 0.01  # every method hits its target within one percentage point
+FRACTIONS = {"layer_cap": "the largest fraction of a layer's channels or directions removed"}  # in [0, 1)
+INT_MINIMUM = {"hooi_iters": 0}  # integer options are counts >= 1 except these (0 HOOI steps = truncated HOSVD)
+
+
+def is_int(value: Any) -> bool:
+    """True for an integer that is not a bool (JSON true would otherwise count as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """True for a finite int or float that is not a bool (NaN and infinities are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_target(target: Any) -> None:
+    """Raise ValueError unless 0 <= target < 1 (the fraction of parameters removed)."""
+    if not is_number(target) or not 0.0 <= target < 1.0:
+        raise ValueError(f"target: {target!r} is outside [0, 1) (the fraction of parameters removed)")
+
+
+def check_positive_int(value: Any, name: str) -> None:
+    """Raise ValueError naming `name` unless value is an int >= 1."""
+    if not is_int(value) or value < 1:
+        raise ValueError(f"{name}: {value!r} is not a positive integer")
+
+
+def check_fraction(value: Any, name: str) -> None:
+    """Raise ValueError naming `name` unless 0 <= value < 1."""
+    if not is_number(value) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name}: {value!r} is outside [0, 1) ({FRACTIONS.get(name, 'a fraction')})")
+
+
+def check_choice(value: Any, allowed: tuple[str, ...], name: str) -> None:
+    """Raise ValueError naming `name` unless value is one of `allowed`."""
+    if value not in allowed:
+        raise ValueError(f"{name}: unknown {value!r}, allowed: {', '.join(allowed)}")
+
+
+def option_error(key: str, value: Any, default: Any, allowed: tuple[str, ...] = ()) -> str | None:
+    """Why `value` is not allowed for option `key` whose default is `default`, or None. The value must have
+    the default's type (bool; string from `allowed`; integer count >= 1, or INT_MINIMUM; finite number
+    >= 0, in [0, 1) for the FRACTIONS)."""
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else f"{value!r} must be true or false"
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            return f"{value!r} must be a string like the default {default!r}"
+        return None if value in allowed else f"unknown {value!r}, allowed: {', '.join(allowed)}"
+    if is_int(default):
+        if not is_int(value):
+            return f"{value!r} must be an integer like the default {default!r}"
+        low = INT_MINIMUM.get(key, 1)
+        return None if value >= low else f"{value!r} must be >= {low}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{value!r} must be a number like the default {default!r}"
+    if not math.isfinite(value):
+        return f"{value!r} is not a finite number"
+    if key in FRACTIONS and not 0.0 <= value < 1.0:
+        return f"{value!r} is outside [0, 1) ({FRACTIONS[key]})"
+    return None if value >= 0 else f"{value!r} must be >= 0"
+
+
+def checked(**choices: tuple[str, ...]) -> Callable:
+    """Decorator for a method function `fn(model, ctx, target, **options)`: before the call, check `target`
+    and every option that has a non-None default (option_error, with `choices` the allowed strings), raising
+    ValueError "<option>: <why>". The wrapped function carries `defaults` and `choices` for the registry."""
+    def wrap(fn: Callable) -> Callable:
+        signature = inspect.signature(fn)
+        defaults = {k: p.default for k, p in signature.parameters.items()
+                    if p.default is not inspect.Parameter.empty and p.default is not None}
+        for key, default in defaults.items():
+            if isinstance(default, str) and key not in choices:
+                raise TypeError(f"{fn.__name__}: string option '{key}' needs its allowed values in checked(...)")
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs).arguments
+            if "target" in bound:
+                check_target(bound["target"])
+            for key, value in bound.items():
+                if key in defaults:
+                    problem = option_error(key, value, defaults[key], choices.get(key, ()))
+                    if problem:
+                        raise ValueError(f"{key}: {problem}")
+            return fn(*args, **kwargs)
+
+        run.defaults, run.choices = defaults, choices
+        return run
+    return wrap
