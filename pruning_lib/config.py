@@ -52,6 +52,7 @@ class Config:
     checkpoint_dir: str | None = "auto"  # "auto": DATA_DIR/checkpoints; None: no baseline cache
     output_dir: str = "runs"
     device: str = "auto"
+    sync_batchnorm: bool = False  # under torchrun: BatchNorm over all ranks' batches (nn.SyncBatchNorm, CUDA only)
 
     def baseline_recipe(self) -> TrainRecipe:
         """The baseline training recipe (defaults filled in)."""
@@ -208,6 +209,10 @@ def validate(raw: dict[str, Any]) -> Config:
     if not isinstance(cfg.output_dir, str) or not cfg.output_dir:
         _fail("output_dir", f"{cfg.output_dir!r} is not a path string")
     _check_device(cfg.device)
+    if not isinstance(cfg.sync_batchnorm, bool):
+        _fail("sync_batchnorm", f"{cfg.sync_batchnorm!r} must be true or false")
+    if cfg.sync_batchnorm and not torch.cuda.is_available():
+        _fail("sync_batchnorm", "true needs CUDA devices (torch's nn.SyncBatchNorm runs on GPUs only); use false")
     _check_model_fits(cfg)
     return cfg
 

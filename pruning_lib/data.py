@@ -19,6 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data.distributed import DistributedSampler
+
+from .distributed import is_distributed, rank, world_size
 
 # The kit's data folder (datasets, cached checkpoints): <repo>/data, or $PRUNING_DATA_DIR. Absolute, so
 # notebooks (run from notebooks/) and main_prune.py (run from the repo root) share it.
@@ -287,8 +290,18 @@ def load_dataset(name: str, root: str | os.PathLike = DATA_DIR, val_fraction: fl
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0,
-                num_workers: int = 0) -> DataLoader:
-    """A DataLoader whose shuffling order depends only on `seed`."""
-    g = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=g, num_workers=num_workers,
-                      pin_memory=torch.cuda.is_available())
+                num_workers: int = 0, shard: str | None = None) -> DataLoader:
+    """A DataLoader whose order depends only on `seed`. Under torch.distributed, `shard` splits the data
+    across ranks: "train", a DistributedSampler (disjoint equal shares, padded by repeating a few examples so
+    every rank takes the same number of steps; train() reshuffles it per epoch); "eval", every
+    world_size-th example from the rank's offset (no padding, so counts reduced over ranks are exact).
+    None, or a single process: every example."""
+    if shard not in (None, "train", "eval"):
+        raise ValueError(f"shard: unknown {shard!r}, allowed: None, train, eval")
+    sampler, g = None, torch.Generator().manual_seed(seed)
+    if shard == "train" and is_distributed():
+        sampler, shuffle = DistributedSampler(dataset, shuffle=shuffle, seed=seed), False
+    elif shard == "eval" and is_distributed():
+        dataset = Subset(dataset, range(rank(), len(dataset), world_size()))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, generator=g,
+                      num_workers=num_workers, pin_memory=torch.cuda.is_available())

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,11 +22,12 @@ from tqdm.auto import tqdm
 
 from .config import Config, ConfigError, smoke_config
 from .data import DATA_DIR, load_dataset, make_loader, random_splits
+from .distributed import broadcast_object, broadcast_state, is_main, local_device
 from .files import write_text_atomic
 from .metrics import compression_summary, count_macs, count_params
 from .pruner import PruneContext, TargetUnreachable
 from .registry import METHODS
-from .results import failed_row, read_rows, write_rows, write_summaries
+from .results import failed_row, read_rows, results_frame, shard_file_name, write_rows, write_summaries
 from .train import evaluate, pick_device, recalibrate_bn, seed_everything, train, train_baseline
 
 
@@ -38,7 +41,8 @@ def _prepare_run_dir(cfg: Config, run_dir: Path) -> None:
             theirs = json.loads(saved.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ConfigError(f"exp_name: '{saved}' is damaged ({e}); delete it to adopt this config") from None
-        theirs = {k: v for k, v in theirs.items() if k in mine} if isinstance(theirs, dict) else {}
+        defaults = asdict(Config(exp_name=cfg.exp_name))  # fields added since that folder was written
+        theirs = {k: theirs.get(k, defaults[k]) for k in mine} if isinstance(theirs, dict) else {}
         if theirs != mine:
             diff = sorted(k for k in mine if mine[k] != theirs.get(k))
             raise ConfigError(f"exp_name: '{run_dir}' holds results of a different config (fields {', '.join(diff)}); "
@@ -50,27 +54,49 @@ def _prepare_run_dir(cfg: Config, run_dir: Path) -> None:
         raise ConfigError(f"config field 'output_dir': cannot write '{run_dir}' ({e.strerror or e})") from None
 
 
-def run(cfg: Config, smoke: bool = False, progress: bool = True) -> pd.DataFrame:
+def shard_rows(grid: list, index: int, count: int) -> list:
+    """Shard `index` of `count` (0 <= index < count) of the sweep's rows: contiguous blocks of the seed-major
+    row list, disjoint and together complete, so a shard trains the baselines of one or two seeds only."""
+    if not 0 <= index < count:
+        raise ConfigError(f"shard: {index}/{count} is not i/N with 0 <= i < N")
+    size = math.ceil(len(grid) / count)
+    return grid[index * size:(index + 1) * size]
+
+
+def run(cfg: Config, smoke: bool = False, progress: bool = True, shard: tuple[int, int] | None = None) -> pd.DataFrame:
     """Run (or resume) the sweep of `cfg`; returns the results table (one row per method, ratio, seed;
-    `status` "failed" where the target cannot be reached)."""
+    `status` "failed" where the target cannot be reached). With `shard` (i, N) only that share of the rows
+    runs, into results.shard-i-of-N.csv (merge with `merge_shards`). Under torch.distributed every rank runs
+    this together and rank 0 alone writes."""
     if smoke:
         cfg = smoke_config(cfg)
     run_dir = cfg.run_dir
-    _prepare_run_dir(cfg, run_dir)
-    csv_path = run_dir / "results.csv"
-    rows = read_rows(csv_path)
+    if is_main():
+        _prepare_run_dir(cfg, run_dir)
+    csv_path = run_dir / ("results.csv" if shard is None else shard_file_name(*shard))
+    rows = broadcast_object(read_rows(csv_path) if is_main() else None)
     done = {(r["method"], r["target_ratio"], r["seed"]) for r in rows}
-    todo = [(s, m, float(r)) for s in cfg.seeds for m in cfg.methods for r in cfg.ratios
-            if (m, float(r), s) not in done]
-    device = pick_device(cfg.device)
+    grid = [(s, m, float(r)) for s in cfg.seeds for m in cfg.methods for r in cfg.ratios]
+    todo = [k for k in (grid if shard is None else shard_rows(grid, *shard)) if (k[1], k[2], k[0]) not in done]
+    device = local_device() or pick_device(cfg.device)
     splits = random_splits(cfg.dataset) if smoke else load_dataset(
         cfg.dataset, cfg.data_root or DATA_DIR, cfg.val_fraction, split_seed=0, train_subset=cfg.train_subset)
+    progress = progress and is_main()
+
+    def record(row: dict) -> None:
+        rows.append(row)
+        if is_main():
+            write_rows(csv_path, rows)
+            if shard is None:
+                write_summaries(run_dir)
+
     bar = tqdm(total=len(todo), desc=cfg.exp_name, disable=not progress)
     for seed in sorted({s for s, _, _ in todo}):
         cache = DATA_DIR / "checkpoints" if cfg.checkpoint_dir == "auto" else cfg.checkpoint_dir
-        base = train_baseline(splits, cfg.model, cfg.width, cfg.baseline_recipe(), seed, device, cache, progress)
+        base = train_baseline(splits, cfg.model, cfg.width, cfg.baseline_recipe(), seed, device, cache, progress,
+                              cfg.sync_batchnorm)
         base_params, base_macs = count_params(base.model), count_macs(base.model, splits.input_shape)
-        val_loader, test_loader = make_loader(splits.val, 256), make_loader(splits.test, 256)
+        val_loader, test_loader = make_loader(splits.val, 256, shard="eval"), make_loader(splits.test, 256, shard="eval")
         for s, method, ratio in todo:
             if s != seed:
                 continue
@@ -78,34 +104,62 @@ def run(cfg: Config, smoke: bool = False, progress: bool = True) -> pd.DataFrame
             seed_everything(seed)
             # A fresh loader per row: a shared one would advance its shuffle generator, so a row's result
             # would depend on which rows ran before it (and a resumed run would differ from a full one).
-            score_loader = make_loader(splits.train, cfg.score_batch_size, shuffle=True, seed=seed)
+            score_loader = make_loader(splits.train, cfg.score_batch_size, shuffle=True, seed=seed, shard="train")
             ctx = PruneContext(score_loader, splits.input_shape, base_params, seed)
             options = {**METHODS[method].options, **cfg.method_options.get(method, {})}
             try:
                 result = METHODS[method].fn(copy.deepcopy(base.model), ctx, ratio, **options)
             except TargetUnreachable as e:
-                rows.append(failed_row(method, ratio, seed, e, e.closest))
-                write_rows(csv_path, rows)
-                write_summaries(run_dir)
+                record(failed_row(method, ratio, seed, e, e.closest))
                 bar.update(1)
                 continue
-            model = recalibrate_bn(result.model, score_loader, cfg.bn_recalibration_batches)
+            model = recalibrate_bn(broadcast_state(result.model), score_loader, cfg.bn_recalibration_batches)
             acc_pruned = evaluate(model, test_loader)["acc"]
             recipe = cfg.finetune_recipe()
-            train(model, make_loader(splits.train, recipe.batch_size, shuffle=True, seed=seed), recipe, val_loader,
-                  desc=f"{method} {ratio:.0%}", progress=progress)
+            train(model, make_loader(splits.train, recipe.batch_size, shuffle=True, seed=seed, shard="train"), recipe,
+                  val_loader, desc=f"{method} {ratio:.0%}", progress=progress, sync_batchnorm=cfg.sync_batchnorm)
             summary = compression_summary(model, splits.input_shape, base_params, base_macs)
-            row = {"method": method, "target_ratio": ratio, "seed": seed, "params": summary["params"],
-                   "nonzero_params": summary["nonzero_params"],
-                   "param_reduction": round(summary["param_reduction"], 6), "macs": summary["macs"],
-                   "gflops": round(summary["gflops"], 6), "acc_pruned": round(acc_pruned, 4),
-                   "acc_finetuned": round(evaluate(model, test_loader)["acc"], 4),
-                   "finetune_epochs": recipe.epochs, "seconds": round(time.perf_counter() - t0, 2),
-                   "compression": round(summary["compression"], 4),
-                   "theoretical_speedup": round(summary["theoretical_speedup"], 4), "status": "ok", "error": ""}
-            rows.append(row)
-            write_rows(csv_path, rows)
-            write_summaries(run_dir)
+            record({"method": method, "target_ratio": ratio, "seed": seed, "params": summary["params"],
+                    "nonzero_params": summary["nonzero_params"],
+                    "param_reduction": round(summary["param_reduction"], 6), "macs": summary["macs"],
+                    "gflops": round(summary["gflops"], 6), "acc_pruned": round(acc_pruned, 4),
+                    "acc_finetuned": round(evaluate(model, test_loader)["acc"], 4),
+                    "finetune_epochs": recipe.epochs, "seconds": round(time.perf_counter() - t0, 2),
+                    "compression": round(summary["compression"], 4),
+                    "theoretical_speedup": round(summary["theoretical_speedup"], 4), "status": "ok", "error": ""})
             bar.update(1)
     bar.close()
+    if is_main() and shard is None:
+        return write_summaries(run_dir)
+    return results_frame(rows)
+
+
+def merge_shards(run_dir: str | Path) -> pd.DataFrame:
+    """Combine results.csv and every results.shard-*.csv of `run_dir` into results.csv (atomically), in the
+    sweep's row order (seed, then the config's methods, then ratio), and rewrite the tables. A row present in
+    two files keeps its first copy (results.csv, then the shards in name order); copies that differ are
+    reported in a warning."""
+    run_dir = Path(run_dir)
+    shards = sorted(run_dir.glob("results.shard-*.csv"))
+    if not shards:
+        raise ConfigError(f"merge: '{run_dir}' holds no results.shard-*.csv files to merge")
+    merged: dict[tuple, tuple[dict, str]] = {}
+    for path in [run_dir / "results.csv", *shards]:
+        for row in read_rows(path):
+            key = (row["method"], row["target_ratio"], row["seed"])
+            if key in merged:
+                first, where = merged[key]
+                if {k: v for k, v in first.items() if k != "seconds"} != {k: v for k, v in row.items() if k != "seconds"}:
+                    warnings.warn(f"merge: row {key} differs between {where} and {path.name}; kept {where}'s",
+                                  stacklevel=2)
+                continue
+            merged[key] = (row, path.name)
+    try:
+        methods = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["methods"]
+    except (OSError, ValueError, KeyError, TypeError):
+        methods = []
+    position = {m: i for i, m in enumerate(methods)}
+    rows = sorted((r for r, _ in merged.values()),
+                  key=lambda r: (r["seed"], position.get(r["method"], len(position)), r["method"], r["target_ratio"]))
+    write_rows(run_dir / "results.csv", rows)
     return write_summaries(run_dir)

@@ -34,6 +34,11 @@ EMPTY_WHEN_FAILED = set(COLUMNS) - set(KEY) - {"status", "error"}
 OPTIONAL = {"status": "ok", "error": ""}
 
 
+def shard_file_name(index: int, count: int) -> str:
+    """The results file of shard `index` of `count` (experiment.run(shard=...), merged by merge_shards)."""
+    return f"results.shard-{index}-of-{count}.csv"
+
+
 class ResultsFileError(ValueError):
     """results.csv is damaged before its last line; the message names the file and the line."""
 

@@ -14,9 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from .data import DATA_DIR, Splits, make_loader
+from .distributed import (all_reduce_count, all_reduce_sum, broadcast_object, broadcast_state, is_distributed,
+                          is_main, world_size)
 from .files import DamagedFileError, load_weights, save_torch_atomic
 from .models import build_model
 
@@ -55,17 +58,19 @@ class TrainRecipe:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader) -> dict[str, float]:
-    """Top-1 accuracy (%) and mean cross-entropy over `loader`, in eval mode."""
+    """Top-1 accuracy (%) and mean cross-entropy over `loader`, in eval mode. Under torch.distributed the
+    counts are summed over ranks (each rank evaluating its shard="eval" share gives the whole set's numbers)."""
     device = next(model.parameters()).device
     model.eval()
-    correct, total, loss = 0, 0, 0.0
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # correct, total, summed loss
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with _autocast(device):
             logits = model(x)
-        loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-        total += y.numel()
+        sums += torch.stack([(logits.argmax(1) == y).sum().double(), torch.tensor(y.numel(), device=device).double(),
+                             F.cross_entropy(logits.float(), y, reduction="sum").double()])
+    all_reduce_sum(sums)
+    correct, total, loss = sums.tolist()
     return {"acc": 100.0 * correct / total, "loss": loss / total}
 
 
@@ -74,14 +79,24 @@ def _autocast(device: torch.device):
 
 
 def train(model: nn.Module, train_loader: DataLoader, recipe: TrainRecipe, val_loader: DataLoader | None = None,
-          desc: str = "train", loss_fn=None, progress: bool = True) -> list[dict[str, float]]:
+          desc: str = "train", loss_fn=None, progress: bool = True,
+          sync_batchnorm: bool = False) -> list[dict[str, float]]:
     """Train `model` in place with `recipe`; returns per-epoch history (loss, val acc).
 
     With `select_on_val` and a validation loader the weights of the best validation epoch are kept.
     `loss_fn(model, x, y) -> loss` replaces cross-entropy (e.g. knowledge distillation).
     Pruning masks (torch.nn.utils.prune) stay applied: the forward pass multiplies by them.
+    Under torch.distributed the model trains as DistributedDataParallel (gradients averaged over ranks, each
+    reading its shard="train" share, reshuffled per epoch with set_epoch); `sync_batchnorm` then normalises
+    over the ranks' whole batch (nn.SyncBatchNorm, CUDA only) and converts back afterwards.
     """
     device = next(model.parameters()).device
+    net = model
+    if is_distributed():
+        if sync_batchnorm:
+            nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place: BatchNorms share their tensors
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    progress = progress and is_main()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     steps_per_epoch = len(train_loader) if recipe.max_steps_per_epoch is None else min(
@@ -96,15 +111,18 @@ def train(model: nn.Module, train_loader: DataLoader, recipe: TrainRecipe, val_l
     loss_fn = loss_fn or (lambda m, x, y: F.cross_entropy(m(x), y))
     history, best = [], (-1.0, None)
     bar = tqdm(total=total, desc=desc, leave=False, disable=not progress)
+    sampler = train_loader.sampler if isinstance(train_loader.sampler, DistributedSampler) else None
     for epoch in range(recipe.epochs):
         model.train()
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         running, seen = 0.0, 0
         for step, (x, y) in enumerate(train_loader):
             if step >= steps_per_epoch:
                 break
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with _autocast(device):
-                loss = loss_fn(model, x, y)
+                loss = loss_fn(net, x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -112,6 +130,7 @@ def train(model: nn.Module, train_loader: DataLoader, recipe: TrainRecipe, val_l
             running += loss.item() * y.numel()
             seen += y.numel()
             bar.update(1)
+        running, seen = all_reduce_count(running, device), all_reduce_count(seen, device)
         record = {"epoch": epoch + 1, "train_loss": running / max(seen, 1)}
         if val_loader is not None:
             record["val_acc"] = evaluate(model, val_loader)["acc"]
@@ -121,7 +140,26 @@ def train(model: nn.Module, train_loader: DataLoader, recipe: TrainRecipe, val_l
     bar.close()
     if best[1] is not None:
         model.load_state_dict(best[1])
+    if is_distributed() and sync_batchnorm:
+        revert_sync_batchnorm(model)
     return history
+
+
+def revert_sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Replace every nn.SyncBatchNorm of `model` (in place) by a BatchNorm2d sharing its parameters and
+    running statistics: the inverse of nn.SyncBatchNorm.convert_sync_batchnorm, which torch does not offer."""
+    for name, child in model.named_children():
+        if isinstance(child, nn.SyncBatchNorm):
+            bn = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                child.track_running_stats, device=child.running_mean.device)
+            bn.weight, bn.bias = child.weight, child.bias
+            bn.running_mean, bn.running_var = child.running_mean, child.running_var
+            bn.num_batches_tracked = child.num_batches_tracked
+            bn.train(child.training)
+            setattr(model, name, bn)
+        else:
+            revert_sync_batchnorm(child)
+    return model
 
 
 @torch.no_grad()
@@ -146,6 +184,10 @@ def recalibrate_bn(model: nn.Module, loader: DataLoader, num_batches: int = 20) 
         model(x.to(device))
     for bn, m in zip(bns, saved):
         bn.momentum = m
+        if is_distributed():  # every rank averaged the same number of batches: the mean over ranks is exact
+            all_reduce_sum(bn.running_mean, bn.running_var)
+            bn.running_mean /= world_size()
+            bn.running_var /= world_size()
     model.eval()
     return model
 
@@ -163,30 +205,40 @@ class Baseline:
 
 def train_baseline(splits: Splits, model_name: str, width: int, recipe: TrainRecipe, seed: int,
                    device: torch.device, cache_dir: str | os.PathLike | None = DATA_DIR / "checkpoints",
-                   progress: bool = True) -> Baseline:
+                   progress: bool = True, sync_batchnorm: bool = False) -> Baseline:
     """Train (or load the cached) baseline, keyed by dataset + split (val_fraction, split seed, train subset,
-    data folder: `splits.key`) + model + width + seed + recipe hash. Says which file it loaded or wrote."""
+    data folder: `splits.key`) + model + width + seed + recipe hash (+ the number of ranks and SyncBatchNorm
+    under torch.distributed, which change the training batches). Says which file it loaded or wrote. Under
+    torch.distributed all ranks train together; rank 0 alone reads and writes the file and hands its weights
+    to the others."""
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"{splits.name}-{splits.key}_{model_name}_w{width}_s{seed}_{recipe.key()}.pt"
+        ranks = f"_ws{world_size()}{'_syncbn' if sync_batchnorm else ''}" if is_distributed() else ""
+        path = Path(cache_dir) / f"{splits.name}-{splits.key}_{model_name}_w{width}_s{seed}_{recipe.key()}{ranks}.pt"
     seed_everything(seed)
     model = build_model(model_name, width, splits.in_channels, splits.num_classes).to(device)
-    val_loader = make_loader(splits.val, 256)
-    test_loader = make_loader(splits.test, 256)
-    if path is not None and path.is_file():
-        state = load_weights(path, map_location=device)
-        try:
-            model.load_state_dict(state["model"])
-        except (KeyError, TypeError, RuntimeError) as e:
-            raise DamagedFileError(f"{path}: not a baseline of {model_name} w{width} ({str(e).splitlines()[0]}); "
-                                   "delete it to retrain") from None
+    val_loader = make_loader(splits.val, 256, shard="eval")
+    test_loader = make_loader(splits.test, 256, shard="eval")
+    progress = progress and is_main()
+    if broadcast_object(path is not None and path.is_file()):
+        state = {}
+        if is_main():
+            state = load_weights(path, map_location=device)
+            try:
+                model.load_state_dict(state["model"])
+            except (KeyError, TypeError, RuntimeError) as e:
+                raise DamagedFileError(f"{path}: not a baseline of {model_name} w{width} "
+                                       f"({str(e).splitlines()[0]}); delete it to retrain") from None
+        broadcast_state(model)
+        state = broadcast_object({k: state.get(k) for k in ("val_acc", "test_acc", "history")})
         if progress:
             tqdm.write(f"baseline seed {seed}: loaded {path} (val {state['val_acc']:.2f} %, test {state['test_acc']:.2f} %)")
         return Baseline(model, path, state["val_acc"], state["test_acc"], state["history"])
-    train_loader = make_loader(splits.train, recipe.batch_size, shuffle=True, seed=seed)
-    history = train(model, train_loader, recipe, val_loader, desc=f"baseline seed {seed}", progress=progress)
+    train_loader = make_loader(splits.train, recipe.batch_size, shuffle=True, seed=seed, shard="train")
+    history = train(model, train_loader, recipe, val_loader, desc=f"baseline seed {seed}", progress=progress,
+                    sync_batchnorm=sync_batchnorm)
     val_acc, test_acc = evaluate(model, val_loader)["acc"], evaluate(model, test_loader)["acc"]
-    if path is not None:
+    if path is not None and is_main():
         path.parent.mkdir(parents=True, exist_ok=True)
         save_torch_atomic({"model": model.state_dict(), "val_acc": val_acc, "test_acc": test_acc, "history": history},
                           path)

@@ -206,6 +206,7 @@ BAD = [
 ]
 if not torch.cuda.is_available():
     BAD.append(({"device": "cuda"}, "device': 'cuda' but torch sees no CUDA device"))
+    BAD.append(({"sync_batchnorm": True}, "sync_batchnorm': true needs CUDA devices"))
 
 
 @pytest.mark.parametrize("over,message", BAD, ids=[m.split("'")[0] or m for _, m in BAD])

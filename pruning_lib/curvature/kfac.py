@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..checks import check_choice
+from ..distributed import all_reduce_count, all_reduce_sum
 from ..modes import eval_mode
 
 FORMS = ("channel_patch", "im2col")
@@ -237,6 +238,10 @@ def compute_kfac(model: nn.Module, loader: DataLoader, form: str = "channel_patc
             for h in handles:
                 h.remove()
             model.zero_grad(set_to_none=True)
+    # Under torch.distributed the sums and counts of all ranks are added before dividing (N ranks, N x batches).
+    all_reduce_sum(*a_sum.values(), *g_sum.values())
+    rows = {n: all_reduce_count(r, device) for n, r in rows.items()}
+    examples = all_reduce_count(examples, device)
     out = {}
     for n, m in modules.items():
         A, G = a_sum[n] / rows[n], g_sum[n] / examples
@@ -302,6 +307,8 @@ def ekfac_correction(model: nn.Module, kfac: KFAC, loader: DataLoader, num_examp
             for h in handles:
                 h.remove()
             model.zero_grad(set_to_none=True)
+    all_reduce_sum(*sums.values())
+    seen = all_reduce_count(seen, device)
     return {n: s / seen for n, s in sums.items()}
 
 
@@ -345,4 +352,6 @@ def diagonal_fisher(model: nn.Module, loader: DataLoader, num_examples: int = 25
                 for k, g in grads.items():
                     sums[k] += (g ** 2).sum(0)
             seen += x.shape[0]
+    all_reduce_sum(*sums.values())
+    seen = all_reduce_count(seen, device)
     return {k: s / seen for k, s in sums.items()}

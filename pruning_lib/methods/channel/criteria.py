@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...checks import check_positive_int, checked
+from ...distributed import all_reduce_count, all_reduce_sum
 from ...modes import eval_mode
 from ...pruner import PruneContext, PruneResult
 from .groups import ChannelPruner, run_channel_method
@@ -52,6 +53,8 @@ def taylor_scores(model: nn.Module, names: list[str], loader, num_batches: int =
                 seen += 1
         finally:
             model.zero_grad(set_to_none=True)
+    all_reduce_sum(*sums.values())  # under torch.distributed: every rank's batches
+    seen = all_reduce_count(seen, device)
     return {n: s / seen for n, s in sums.items()}
 
 
