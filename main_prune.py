@@ -3,8 +3,10 @@ python main_prune.py --config_path configs/quickstart.json [--smoke] [--seeds 1 
 python main_prune.py --merge runs/<exp_name>
 torchrun --nproc_per_node=N main_prune.py --config_path ...   (N processes, DistributedDataParallel)
 
-Exit codes: 0 every row finished; 2 bad input (config, dataset or results file; one line on stderr naming
-what is wrong, before any work); 3 the sweep ran but some targets could not be reached (rows marked n/a)."""
+Exit codes: 0 every row finished; 2 bad input (config, dataset, results or checkpoint file; one line on
+stderr naming what is wrong; the config and the data are checked before any work, a cached baseline when
+its seed comes up); 3 the sweep ran but some targets could not be reached (rows marked n/a). Under torchrun
+the launcher reports any non-zero code of a worker as 1."""
 from __future__ import annotations
 
 import argparse
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     main_rank = distributed.is_main()
     try:
         if args.merge:
-            df = merge_shards(args.merge)
+            df = distributed.on_main(merge_shards, args.merge)
             if main_rank:
                 _print_tables(df)
                 print(f"\nmerged into {args.merge}/results.csv ({len(df)} rows)")
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     where = cfg.run_dir.with_name(cfg.run_dir.name + "_smoke") if args.smoke else cfg.run_dir
     print(f"\nresults: {where}/ (results.csv, results.json, tables.md)" if args.shard is None else
           f"\nresults: {where}/results.shard-{args.shard[0]}-of-{args.shard[1]}.csv (then: --merge {where})")
-    mine = df[df["method"].isin(cfg.methods) & df["target_ratio"].isin([float(r) for r in cfg.ratios])]
+    mine = df[df["method"].isin(cfg.methods) & df["target_ratio"].isin([float(r) for r in cfg.ratios])
+              & df["seed"].isin(cfg.seeds)]
     failed = mine[mine["status"] == "failed"]
     if len(failed):
         print(f"{len(failed)} row(s) failed (target cannot be reached; n/a in the tables):", file=sys.stderr)

@@ -78,7 +78,8 @@ def option_error(key: str, value: Any, default: Any, allowed: tuple[str, ...] = 
 def checked(**choices: tuple[str, ...]) -> Callable:
     """Decorator for a method function `fn(model, ctx, target, **options)`: before the call, check `target`
     and every option that has a non-None default (option_error, with `choices` the allowed strings), raising
-    ValueError "<option>: <why>". The wrapped function carries `defaults` and `choices` for the registry."""
+    ValueError "<option>: <why>". The wrapped function carries `defaults` and `choices` for the registry
+    (which refuses a registered function with a None default: its type could not be checked)."""
     def wrap(fn: Callable) -> Callable:
         signature = inspect.signature(fn)
         defaults = {k: p.default for k, p in signature.parameters.items()

@@ -9,7 +9,6 @@ the training set with a seeded permutation; the test split is never used for mod
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import pickle
@@ -91,7 +90,14 @@ def _split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, 
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def _digits(val_fraction: float, split_seed: int) -> Splits:
+def _subset(train_idx: np.ndarray, train_subset: int | None, split_seed: int) -> np.ndarray:
+    """A seeded random `train_subset` of the training indices (all of them when None or larger)."""
+    if train_subset is None or train_subset >= len(train_idx):
+        return train_idx
+    return np.sort(np.random.default_rng(split_seed + 1).choice(train_idx, train_subset, replace=False))
+
+
+def _digits(val_fraction: float, split_seed: int, train_subset: int | None) -> Splits:
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
@@ -102,10 +108,11 @@ def _digits(val_fraction: float, split_seed: int) -> Splits:
     mean, std = x[rest].mean(), x[rest].std()
     x = (x - mean) / std
     tr, va = _split_indices(len(rest), val_fraction, split_seed)
-    train_idx, val_idx = rest[tr], rest[va]
+    train_idx, val_idx = rest[_subset(tr, train_subset, split_seed)], rest[va]
     ds = lambda idx: TensorDataset(x[idx], y[idx])  # noqa: E731
+    subset = () if train_subset is None else (train_subset,)  # keys of runs without a subset stay as they were
     return Splits("digits", ds(train_idx), ds(val_idx), ds(test_idx), 1, 8, 10,
-                  _split_key("digits", val_fraction, split_seed))
+                  _split_key("digits", val_fraction, split_seed, *subset))
 
 
 class DatasetError(ValueError):
@@ -142,42 +149,12 @@ def read_cifar_pickle(path: Path) -> dict:
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
-class CIFAR(Dataset):
-    """CIFAR-10 / CIFAR-100 from the official python-format files, like torchvision.datasets.CIFAR10/100
-    but read with a restricted unpickler: torchvision unpickles with `pickle.load`, which runs whatever
-    code a crafted file holds. The md5 sums are torchvision's list of the official files; `verify_checksums`
-    False (for small generated test files) skips only that check, never the restricted unpickler."""
+class ImageArrays(Dataset):
+    """Images held as a uint8 array (N, H, W) or (N, H, W, C) with integer labels; item i is
+    (transform(PIL image), label), as torchvision's datasets give."""
 
-    def __init__(self, root: str | os.PathLike, name: str, train: bool, transform=None, verify_checksums: bool = True):
-        from torchvision import datasets
-        from torchvision.datasets.utils import check_integrity
-
-        base = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-        folder = Path(root) / base.base_folder
-        files = base.train_list if train else base.test_list
-        for filename, md5 in files:
-            path = folder / filename
-            if not path.is_file():
-                raise DatasetMissingError(f"{path} is missing. " + HOW_TO_GET[name].format(root=root))
-            if verify_checksums and not check_integrity(str(path), md5):
-                raise DatasetError(f"{path}: md5 differs from the official file's ({md5}); the file is damaged or "
-                                   "not the official one: re-download it (dataset files are only as safe as their source)")
-        label_key = "labels" if name == "cifar10" else "fine_labels"
-        data, labels = [], []
-        for filename, _ in files:
-            entry = read_cifar_pickle(folder / filename)
-            x, y = np.asarray(entry.get("data")), entry.get(label_key)
-            if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or not isinstance(y, list) or len(y) != len(x):
-                raise DatasetError(f"{folder / filename}: expected 'data' uint8 (N, 3072) and '{label_key}' a list of "
-                                   f"N labels, got data {x.dtype} {x.shape}")
-            data.append(x)
-            labels += y
-        self.data = np.concatenate(data).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-        self.targets = labels
-        classes = SHAPES[name][2]
-        if labels and not all(isinstance(t, int) and 0 <= t < classes for t in labels):
-            raise DatasetError(f"{folder}: labels outside 0..{classes - 1}")
-        self.transform = transform
+    def __init__(self, data: np.ndarray, targets: list[int], transform=None):
+        self.data, self.targets, self.transform = data, targets, transform
 
     def __len__(self) -> int:
         return len(self.data)
@@ -187,6 +164,41 @@ class CIFAR(Dataset):
 
         img = Image.fromarray(self.data[i])
         return (self.transform(img) if self.transform else img), self.targets[i]
+
+
+def read_cifar(root: str | os.PathLike, name: str, train: bool, verify_checksums: bool = True) -> tuple[np.ndarray, list]:
+    """CIFAR-10 / CIFAR-100 images (N, 32, 32, 3) and labels from the official python-format files, like
+    torchvision.datasets.CIFAR10/100 but read with a restricted unpickler: torchvision unpickles with
+    `pickle.load`, which runs whatever code a crafted file holds. The md5 sums are torchvision's list of the
+    official files; `verify_checksums` False (for small generated test files) skips only that check, never
+    the restricted unpickler."""
+    from torchvision import datasets
+    from torchvision.datasets.utils import check_integrity
+
+    base = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    folder = Path(root) / base.base_folder
+    files = base.train_list if train else base.test_list
+    for filename, md5 in files:
+        path = folder / filename
+        if not path.is_file():
+            raise DatasetMissingError(f"{path} is missing. " + HOW_TO_GET[name].format(root=root))
+        if verify_checksums and not check_integrity(str(path), md5):
+            raise DatasetError(f"{path}: md5 differs from the official file's ({md5}); the file is damaged or "
+                               "not the official one: re-download it (dataset files are only as safe as their source)")
+    label_key = "labels" if name == "cifar10" else "fine_labels"
+    data, labels = [], []
+    for filename, _ in files:
+        entry = read_cifar_pickle(folder / filename)
+        x, y = np.asarray(entry.get("data")), entry.get(label_key)
+        if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or not isinstance(y, list) or len(y) != len(x):
+            raise DatasetError(f"{folder / filename}: expected 'data' uint8 (N, 3072) and '{label_key}' a list of "
+                               f"N labels, got data {x.dtype} {x.shape}")
+        data.append(x)
+        labels += y
+    classes = SHAPES[name][2]
+    if labels and not all(isinstance(t, int) and 0 <= t < classes for t in labels):
+        raise DatasetError(f"{folder}: labels outside 0..{classes - 1}")
+    return np.concatenate(data).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
 FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -208,37 +220,41 @@ def _idx_header(path: Path, ndim: int) -> tuple[int, ...]:
     return dims
 
 
-def check_fashion_mnist(root: str | os.PathLike) -> None:
-    """Check the four Fashion-MNIST IDX files before torchvision reads them: present, magic numbers, sizes,
-    28x28 images, as many labels as images, labels in 0..9. Raises naming the file at fault."""
+def read_fashion_mnist(root: str | os.PathLike, train: bool) -> tuple[np.ndarray, list]:
+    """Fashion-MNIST images (N, 28, 28) and labels straight from the raw IDX files, each checked first:
+    present, magic number, size against its header, 28x28 images, as many labels as images, labels in 0..9
+    (raises naming the file at fault). Read here rather than by torchvision, whose loader prefers any
+    `processed/*.pt` file it finds, a pickle the checks would not see."""
     raw = Path(root) / "FashionMNIST" / "raw"
     if not raw.is_dir():
         raise DatasetMissingError(HOW_TO_GET["fashion_mnist"].format(root=root))
-    for images, labels in FASHION_FILES.values():
+    for images, labels in FASHION_FILES.values():  # both splits, so a damaged test file is found up front
         for f in (images, labels):
             if not (raw / f).is_file():
                 raise DatasetMissingError(f"{raw / f} is missing. " + HOW_TO_GET["fashion_mnist"].format(root=root))
-        n, h, w = _idx_header(raw / images, 3)
-        if (h, w) != (28, 28):
-            raise DatasetError(f"{raw / images}: images are {h}x{w}, Fashion-MNIST's are 28x28")
-        (m,) = _idx_header(raw / labels, 1)
-        if m != n:
-            raise DatasetError(f"{raw / labels}: {m} labels for {n} images in {images}")
-        y = np.frombuffer((raw / labels).read_bytes()[8:], dtype=np.uint8)
-        if y.size and y.max() > 9:
-            raise DatasetError(f"{raw / labels}: label {int(y.max())} is outside 0..9")
+    images, labels = FASHION_FILES["train" if train else "t10k"]
+    n, h, w = _idx_header(raw / images, 3)
+    if (h, w) != (28, 28):
+        raise DatasetError(f"{raw / images}: images are {h}x{w}, Fashion-MNIST's are 28x28")
+    (m,) = _idx_header(raw / labels, 1)
+    if m != n:
+        raise DatasetError(f"{raw / labels}: {m} labels for {n} images in {images}")
+    y = np.frombuffer((raw / labels).read_bytes()[8:], dtype=np.uint8)
+    if y.size and y.max() > 9:
+        raise DatasetError(f"{raw / labels}: label {int(y.max())} is outside 0..9")
+    x = np.frombuffer((raw / images).read_bytes()[16:], dtype=np.uint8).reshape(n, 28, 28)
+    return x, y.astype(np.int64).tolist()
 
 
-def _torchvision(name: str, root: str, val_fraction: float, split_seed: int, train_subset: int | None,
+def _from_files(name: str, root: str, val_fraction: float, split_seed: int, train_subset: int | None,
                  augment: bool, verify_checksums: bool) -> Splits:
-    from torchvision import datasets, transforms as T
+    from torchvision import transforms as T
 
     c, size, classes = SHAPES[name]
     if name == "fashion_mnist":
-        check_fashion_mnist(root)
         norm = T.Normalize(*FASHION_STATS)
         train_tf = eval_tf = T.Compose([T.ToTensor(), norm])
-        make = lambda train, tf: datasets.FashionMNIST(root, train=train, download=False, transform=tf)  # noqa: E731
+        read = lambda train: read_fashion_mnist(root, train)  # noqa: E731
     else:
         folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
         if not (Path(root) / folder).is_dir():
@@ -246,14 +262,13 @@ def _torchvision(name: str, root: str, val_fraction: float, split_seed: int, tra
         norm = T.Normalize(*CIFAR_STATS[name])
         eval_tf = T.Compose([T.ToTensor(), norm])
         train_tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), norm])
-        make = lambda train, tf: CIFAR(root, name, train, tf, verify_checksums)  # noqa: E731
-    train_full = make(True, train_tf if augment else eval_tf)
-    train_eval = copy.copy(train_full)  # the same images, without augmentation (read once)
-    train_eval.transform = eval_tf
-    test = make(False, eval_tf)
+        read = lambda train: read_cifar(root, name, train, verify_checksums)  # noqa: E731
+    train_x, train_y = read(True)
+    train_full = ImageArrays(train_x, train_y, train_tf if augment else eval_tf)
+    train_eval = ImageArrays(train_x, train_y, eval_tf)  # the same images, without augmentation
+    test = ImageArrays(*read(False), eval_tf)
     tr, va = _split_indices(len(train_full), val_fraction, split_seed)
-    if train_subset is not None and train_subset < len(tr):
-        tr = np.sort(np.random.default_rng(split_seed + 1).choice(tr, train_subset, replace=False))
+    tr = _subset(tr, train_subset, split_seed)
     key = _split_key(name, val_fraction, split_seed, train_subset, Path(root).resolve())
     return Splits(name, Subset(train_full, tr.tolist()), Subset(train_eval, va.tolist()), test, c, size, classes, key)
 
@@ -285,8 +300,8 @@ def load_dataset(name: str, root: str | os.PathLike = DATA_DIR, val_fraction: fl
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction: {val_fraction} is outside (0, 1)")
     if name == "digits":
-        return _digits(val_fraction, split_seed)
-    return _torchvision(name, str(root), val_fraction, split_seed, train_subset, augment, verify_checksums)
+        return _digits(val_fraction, split_seed, train_subset)
+    return _from_files(name, str(root), val_fraction, split_seed, train_subset, augment, verify_checksums)
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0,

@@ -14,7 +14,7 @@ Without a process group every function here does nothing, so single-process runs
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -94,25 +94,38 @@ def broadcast_object(obj: Any) -> Any:
     return box[0]
 
 
+def on_main(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """fn(*args, **kwargs) run on rank 0 only (e.g. reading or writing a file), its result handed to every
+    rank. An exception raised there is raised on every rank, so no rank is left waiting in a collective."""
+    if not is_distributed():
+        return fn(*args, **kwargs)
+    box: list[Any] = [None, None]
+    if is_main():
+        try:
+            box[0] = fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - re-raised on every rank just below
+            box[1] = e
+    dist.broadcast_object_list(box, src=0)
+    if box[1] is not None:
+        raise box[1]
+    return box[0]
+
+
 @torch.no_grad()
 def broadcast_state(model: nn.Module) -> nn.Module:
     """Copy rank 0's parameters and buffers into every rank's `model`, in place. The shapes must agree: ranks
-    that took different pruning decisions are an error naming the first layer that differs."""
+    that took different pruning decisions raise, all of them, naming the first layer that differs."""
     if not is_distributed():
         return model
     state = model.state_dict()
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     theirs = broadcast_object(shapes)
-    if theirs != shapes:
-        first = next(k for k in sorted(set(shapes) | set(theirs)) if shapes.get(k) != theirs.get(k))
-        raise RuntimeError(f"rank {rank()}: the pruned model differs from rank 0's at '{first}' "
-                           f"({shapes.get(first)} vs {theirs.get(first)}); the ranks' statistics disagree")
+    differ = torch.tensor(float(theirs != shapes), device=next(iter(state.values())).device)
+    dist.all_reduce(differ)
+    if differ.item() > 0:
+        first = next((k for k in sorted(set(shapes) | set(theirs)) if shapes.get(k) != theirs.get(k)), None)
+        where = f" at '{first}' ({shapes.get(first)} vs {theirs.get(first)})" if first else ""
+        raise RuntimeError(f"rank {rank()}: the pruned models of the ranks differ{where}; their statistics disagree")
     for value in state.values():
         dist.broadcast(value, src=0)
     return model
-
-
-def barrier() -> None:
-    """Wait until every rank gets here (a no-op in a single process)."""
-    if is_distributed():
-        dist.barrier()

@@ -22,36 +22,58 @@ from tqdm.auto import tqdm
 
 from .config import Config, ConfigError, smoke_config
 from .data import DATA_DIR, load_dataset, make_loader, random_splits
-from .distributed import broadcast_object, broadcast_state, is_main, local_device
+from .distributed import broadcast_state, is_main, local_device, on_main, world_size
 from .files import write_text_atomic
 from .metrics import compression_summary, count_macs, count_params
 from .pruner import PruneContext, TargetUnreachable
 from .registry import METHODS
 from .results import failed_row, read_rows, results_frame, shard_file_name, write_rows, write_summaries
-from .train import evaluate, pick_device, recalibrate_bn, seed_everything, train, train_baseline
+from .train import TrainRecipe, evaluate, pick_device, recalibrate_bn, seed_everything, train, train_baseline
+
+
+def _setting(cfg: dict) -> dict:
+    """What decides a run folder's numbers: every field except the grid (methods, ratios, seeds) and where
+    things live (output_dir, checkpoint_dir, device), with the recipes' defaults filled in, plus the number
+    of processes (a different global batch and curvature data give other numbers)."""
+    out = {k: v for k, v in cfg.items()
+           if k not in ("methods", "ratios", "seeds", "output_dir", "checkpoint_dir", "device")}
+    for key in ("baseline", "finetune"):
+        if isinstance(out.get(key), dict):
+            out[key] = {**asdict(TrainRecipe()), **out[key]}
+    out.setdefault("world_size", 1)
+    return out
 
 
 def _prepare_run_dir(cfg: Config, run_dir: Path) -> None:
-    """Refuse to mix results of a different setting into an existing run folder; create the folder and
-    save the config (a folder that cannot be created or written is a config error, found before any work)."""
+    """Refuse to mix results of a different setting (or number of processes) into an existing run folder;
+    create the folder and save the config (a folder that cannot be created or written is a config error,
+    found before any work)."""
     saved = run_dir / "config.json"
-    mine = {k: v for k, v in asdict(cfg).items() if k not in ("methods", "ratios", "seeds", "output_dir", "device")}
+    mine = _setting({**asdict(cfg), "world_size": world_size()})
     if saved.is_file():
         try:
             theirs = json.loads(saved.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ConfigError(f"exp_name: '{saved}' is damaged ({e}); delete it to adopt this config") from None
         defaults = asdict(Config(exp_name=cfg.exp_name))  # fields added since that folder was written
-        theirs = {k: theirs.get(k, defaults[k]) for k in mine} if isinstance(theirs, dict) else {}
+        theirs = _setting({**defaults, **theirs}) if isinstance(theirs, dict) else {}
         if theirs != mine:
             diff = sorted(k for k in mine if mine[k] != theirs.get(k))
             raise ConfigError(f"exp_name: '{run_dir}' holds results of a different config (fields {', '.join(diff)}); "
                               "choose another exp_name or delete that folder")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(saved, json.dumps(asdict(cfg), indent=2))
+        write_text_atomic(saved, json.dumps({**asdict(cfg), "world_size": world_size()}, indent=2))
     except OSError as e:
         raise ConfigError(f"config field 'output_dir': cannot write '{run_dir}' ({e.strerror or e})") from None
+
+
+def _start(cfg: Config, run_dir: Path, csv_path: Path) -> tuple[list[dict], set]:
+    """Prepare the run folder; (this file's rows, the keys already done in it or, for a shard, in results.csv)."""
+    _prepare_run_dir(cfg, run_dir)
+    rows = read_rows(csv_path)
+    merged = read_rows(run_dir / "results.csv") if csv_path.name != "results.csv" else []
+    return rows, {(r["method"], r["target_ratio"], r["seed"]) for r in rows + merged}
 
 
 def shard_rows(grid: list, index: int, count: int) -> list:
@@ -71,11 +93,8 @@ def run(cfg: Config, smoke: bool = False, progress: bool = True, shard: tuple[in
     if smoke:
         cfg = smoke_config(cfg)
     run_dir = cfg.run_dir
-    if is_main():
-        _prepare_run_dir(cfg, run_dir)
     csv_path = run_dir / ("results.csv" if shard is None else shard_file_name(*shard))
-    rows = broadcast_object(read_rows(csv_path) if is_main() else None)
-    done = {(r["method"], r["target_ratio"], r["seed"]) for r in rows}
+    rows, done = on_main(_start, cfg, run_dir, csv_path)
     grid = [(s, m, float(r)) for s in cfg.seeds for m in cfg.methods for r in cfg.ratios]
     todo = [k for k in (grid if shard is None else shard_rows(grid, *shard)) if (k[1], k[2], k[0]) not in done]
     device = local_device() or pick_device(cfg.device)
@@ -83,12 +102,14 @@ def run(cfg: Config, smoke: bool = False, progress: bool = True, shard: tuple[in
         cfg.dataset, cfg.data_root or DATA_DIR, cfg.val_fraction, split_seed=0, train_subset=cfg.train_subset)
     progress = progress and is_main()
 
+    def write() -> None:
+        write_rows(csv_path, rows)
+        if shard is None:
+            write_summaries(run_dir)
+
     def record(row: dict) -> None:
         rows.append(row)
-        if is_main():
-            write_rows(csv_path, rows)
-            if shard is None:
-                write_summaries(run_dir)
+        on_main(write)
 
     bar = tqdm(total=len(todo), desc=cfg.exp_name, disable=not progress)
     for seed in sorted({s for s, _, _ in todo}):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
@@ -16,14 +17,21 @@ class DamagedFileError(ValueError):
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temporary file next to `path`, flush it to disk, then rename it over `path`
-    (os.replace is atomic on POSIX and Windows): readers see the old file or the new one, never a part."""
+    """Call `write(tmp)` on a fresh temporary file next to `path` (a unique name, so concurrent writers such as
+    parallel shards never share one), flush it to disk, then rename it over `path` (os.replace is atomic on
+    POSIX and Windows): readers see the old file or the new one, never a part. A failed write leaves `path` as
+    it was and removes the temporary file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -38,7 +46,8 @@ def save_torch_atomic(obj: Any, path: str | os.PathLike) -> None:
 
 def load_weights(path: str | os.PathLike, map_location: Any = None) -> Any:
     """torch.load(path, weights_only=True): tensors, dicts, lists and numbers only, so the file cannot run
-    code. A truncated or damaged file raises DamagedFileError naming it."""
+    code. A truncated or damaged file raises DamagedFileError naming it. Load to the CPU (map_location "cpu")
+    and move afterwards, so that a device error is not taken for a damaged file."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:

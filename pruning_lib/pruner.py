@@ -2,6 +2,7 @@
 registry's Method record, `finish` (measure a pruned model) and the threshold bisection."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -51,6 +52,13 @@ class Method:
     fn: Callable[..., PruneResult]
     summary: str
     family: str = "weight"  # "weight" (masks; dense FLOPs unchanged) | "channel" | "lowrank" | "eigen"
+
+    def __post_init__(self) -> None:
+        if not hasattr(self.fn, "defaults"):
+            raise TypeError(f"{self.fn.__name__}: a registered method must be wrapped by checks.checked")
+        untyped = [k for k, p in inspect.signature(self.fn).parameters.items() if p.default is None]
+        if untyped:  # the config check reads an option's type from its default
+            raise TypeError(f"{self.fn.__name__}: option(s) {', '.join(untyped)} need a non-None default")
 
     @property
     def options(self) -> dict[str, Any]:

@@ -93,8 +93,10 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
     header = next(csv.reader([lines[0]]), [])
     unknown = [c for c in header if c not in COLUMNS]
-    if unknown or any(c not in header for c in COLUMNS if c not in OPTIONAL) or (last == 1 and not complete):
-        damaged(1, f"the header is not the results columns (unknown: {', '.join(unknown) or 'none'})")
+    missing = [c for c in COLUMNS if c not in header and c not in OPTIONAL]
+    if unknown or missing or (last == 1 and not complete):
+        damaged(1, f"the header is not the results columns (unknown: {', '.join(unknown) or 'none'}; "
+                   f"missing: {', '.join(missing) or 'none'})")
         return []
     rows, seen = [], {}
     for number, line in enumerate(lines[1:], start=2):
@@ -148,7 +150,7 @@ def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Seed-style tables (method x target ratio): fine-tuned and one-shot accuracy, GFLOPs, achieved
     reduction, compression. Failed rows count as missing; a cell with no finished row reads 'n/a'."""
     order = list(dict.fromkeys(df["method"]))
-    pct = lambda r: f"{float(r):.0%}"  # noqa: E731
+    pct = lambda r: f"{100 * float(r):g}%"  # noqa: E731  (0.501 -> 50.1%: labels never collide)
     ok = df.assign(**{c: df[c].where(df["status"] == "ok") for c in EMPTY_WHEN_FAILED})
     out = {}
     for name, col, fmt in [("test accuracy after fine-tuning (%)", "acc_finetuned", ".2f"),

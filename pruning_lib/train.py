@@ -18,8 +18,8 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from .data import DATA_DIR, Splits, make_loader
-from .distributed import (all_reduce_count, all_reduce_sum, broadcast_object, broadcast_state, is_distributed,
-                          is_main, world_size)
+from .distributed import (all_reduce_count, all_reduce_sum, broadcast_state, is_distributed, is_main, on_main,
+                          world_size)
 from .files import DamagedFileError, load_weights, save_torch_atomic
 from .models import build_model
 
@@ -220,28 +220,36 @@ def train_baseline(splits: Splits, model_name: str, width: int, recipe: TrainRec
     val_loader = make_loader(splits.val, 256, shard="eval")
     test_loader = make_loader(splits.test, 256, shard="eval")
     progress = progress and is_main()
-    if broadcast_object(path is not None and path.is_file()):
-        state = {}
-        if is_main():
-            state = load_weights(path, map_location=device)
-            try:
-                model.load_state_dict(state["model"])
-            except (KeyError, TypeError, RuntimeError) as e:
-                raise DamagedFileError(f"{path}: not a baseline of {model_name} w{width} "
-                                       f"({str(e).splitlines()[0]}); delete it to retrain") from None
+    cached = on_main(_read_baseline, path, model, f"{model_name} w{width}") if path is not None else None
+    if cached is not None:
         broadcast_state(model)
-        state = broadcast_object({k: state.get(k) for k in ("val_acc", "test_acc", "history")})
         if progress:
-            tqdm.write(f"baseline seed {seed}: loaded {path} (val {state['val_acc']:.2f} %, test {state['test_acc']:.2f} %)")
-        return Baseline(model, path, state["val_acc"], state["test_acc"], state["history"])
+            tqdm.write(f"baseline seed {seed}: loaded {path} (val {cached['val_acc']:.2f} %, test {cached['test_acc']:.2f} %)")
+        return Baseline(model, path, cached["val_acc"], cached["test_acc"], cached["history"])
     train_loader = make_loader(splits.train, recipe.batch_size, shuffle=True, seed=seed, shard="train")
     history = train(model, train_loader, recipe, val_loader, desc=f"baseline seed {seed}", progress=progress,
                     sync_batchnorm=sync_batchnorm)
     val_acc, test_acc = evaluate(model, val_loader)["acc"], evaluate(model, test_loader)["acc"]
-    if path is not None and is_main():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_torch_atomic({"model": model.state_dict(), "val_acc": val_acc, "test_acc": test_acc, "history": history},
-                          path)
+    if path is not None:
+        on_main(_write_baseline, path, {"model": model.state_dict(), "val_acc": val_acc, "test_acc": test_acc,
+                                        "history": history})
         if progress:
             tqdm.write(f"baseline seed {seed}: trained and saved {path} (val {val_acc:.2f} %, test {test_acc:.2f} %)")
     return Baseline(model, path, val_acc, test_acc, history)
+
+
+def _read_baseline(path: Path, model: nn.Module, what: str) -> dict | None:
+    """Load a cached baseline into `model` and return its accuracies and history; None when there is none."""
+    if not path.is_file():
+        return None
+    state = load_weights(path, map_location="cpu")
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise DamagedFileError(f"{path}: not a baseline of {what} ({str(e).splitlines()[0]}); delete it to retrain") from None
+    return {k: state.get(k) for k in ("val_acc", "test_acc", "history")}
+
+
+def _write_baseline(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_torch_atomic(state, path)

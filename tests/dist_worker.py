@@ -1,6 +1,6 @@
 """Run under torchrun (2 gloo ranks) by tests/test_distributed.py; also imported there for the one-process
-references. Each rank takes every second batch of the same data, so the two ranks together see exactly the
-batches a single process sees."""
+references. The ranks split the same data (through make_loader(shard=...), as the runner does, or every
+second batch for Taylor), so together they see exactly the examples a single process sees."""
 import sys
 
 import torch
@@ -35,8 +35,10 @@ def batches(rank: int = 0, world: int = 1) -> DataLoader:
     return DataLoader(torch.utils.data.Subset(ds, idx), batch_size=BATCH)
 
 
-def statistics(loader: DataLoader, num_batches: int) -> dict:
-    """Every curvature statistic the kit sums over ranks, on `model()`."""
+def statistics(loader: DataLoader, num_batches: int, taylor_loader: DataLoader | None = None) -> dict:
+    """Every curvature statistic the kit sums over ranks, on `model()`. All but Taylor's are sums over examples
+    (eval mode, no BatchNorm), so any split of the examples over ranks gives them; Taylor's |Σ w ∂L_b/∂w| is
+    per batch, so its batches must be the single process's (`taylor_loader`, default `loader`)."""
     m = model()
     kfac = compute_kfac(m, loader, form="channel_patch", fisher="empirical", num_batches=num_batches)
     im2col = compute_kfac(m, loader, form="im2col", fisher="empirical", num_batches=num_batches)
@@ -46,7 +48,8 @@ def statistics(loader: DataLoader, num_batches: int) -> dict:
                                                            fisher="empirical").items()}
     out |= {f"fisher.{k}": v for k, v in diagonal_fisher(m, loader, num_examples=num_batches * BATCH,
                                                           fisher="empirical").items()}
-    out |= {f"taylor.{k}": v for k, v in taylor_scores(m, ["0", "2", "5"], loader, num_batches=num_batches).items()}
+    out |= {f"taylor.{k}": v for k, v in taylor_scores(m, ["0", "2", "5"], taylor_loader or loader,
+                                                          num_batches=num_batches).items()}
     out["eval"] = torch.tensor(list(evaluate(m, loader).values()))
     return out
 
@@ -63,7 +66,9 @@ def finetuned(loader: DataLoader) -> dict:
 if __name__ == "__main__":
     distributed.init_from_env()
     r, w = distributed.rank(), distributed.world_size()
-    stats = statistics(batches(r, w), num_batches=BATCHES // w)
+    # the runner's score loader: each rank its DistributedSampler share (half of every example batch here)
+    stats = statistics(make_loader(data(), BATCH, shuffle=True, seed=3, shard="train"), num_batches=BATCHES // w,
+                       taylor_loader=batches(r, w))
     # the evaluation shard: every w-th example, counts summed over ranks
     stats["eval_shard"] = torch.tensor(list(evaluate(model(), make_loader(data(), BATCH, shard="eval")).values()))
     # DDP: each rank's DistributedSampler share of every global batch of 2 x BATCH examples

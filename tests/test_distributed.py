@@ -135,3 +135,44 @@ def test_sync_batchnorm_conversion_is_undone_sharing_the_tensors():
     assert not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == norms > 0
     assert {k: v.data_ptr() for k, v in model.state_dict().items()} == before
+
+
+def test_a_bad_input_found_by_rank_0_stops_every_rank_with_one_line(tmp_path):
+    """Rank 0 alone reads results.csv; its error reaches every rank (no rank is left waiting in a collective)."""
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(_raw(tmp_path)))
+    csv = tmp_path / "runs" / "tiny" / "results.csv"
+    csv.parent.mkdir(parents=True)
+    csv.write_text("method,target_ratio\nl1,0.5\nl1\nl1,0.7\n")
+    p = subprocess.run([*TORCHRUN, "main_prune.py", "--config_path", str(config)], cwd=ROOT, env=ENV,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0
+    assert p.stderr.count("error: ") == 1 and "results.csv: line 1 is damaged" in p.stderr, p.stderr[-2000:]
+
+
+def test_concurrent_atomic_writes_never_collide_or_tear(tmp_path):
+    """Parallel shards write the same config.json: every write lands whole, none fails."""
+    import threading
+
+    from pruning_lib.files import write_text_atomic
+
+    path, errors = tmp_path / "config.json", []
+    texts = [json.dumps({"writer": i, "pad": "x" * 20000}) for i in range(2)]
+
+    def writer(i):
+        try:
+            for _ in range(200):
+                write_text_atomic(path, texts[i])
+        except Exception as e:  # noqa: BLE001 - collected for the assertion
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    seen = set()
+    while any(t.is_alive() for t in threads):
+        if path.is_file():
+            seen.add(path.read_text())
+    for t in threads:
+        t.join()
+    assert not errors and seen <= set(texts) and not list(tmp_path.glob(".*.tmp"))

@@ -14,9 +14,7 @@ UI = ("viz", "widgets")
 
 def _imports(path: Path) -> set[str]:
     """Absolute names of every module `path` imports (relative imports resolved against its package)."""
-    package = path.relative_to(LIB.parent).with_suffix("").parts[:-1]
-    if path.name == "__init__.py":
-        package = path.relative_to(LIB.parent).parts[:-1]
+    package = path.relative_to(LIB.parent).parts[:-1]
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -48,6 +46,16 @@ def test_methods_and_curvature_do_not_import_the_runner(path):
     runner = ("pruning_lib.experiment", "pruning_lib.config", "pruning_lib.results", "pruning_lib.registry",
               "pruning_lib.notebook")
     assert not {m for m in _imports(path) if m.startswith(runner)}
+
+
+FLOOR = ("data", "models", "metrics", "modes", "files", "checks", "distributed", "pruner", "train")
+
+
+@pytest.mark.parametrize("path", [LIB / f"{m}.py" for m in FLOOR] + sorted((LIB / "curvature").glob("*.py")),
+                         ids=lambda p: str(p.relative_to(LIB)))
+def test_the_floor_and_curvature_never_import_a_method(path):
+    """Arrows point down: the floor modules and curvature/ import neither methods/ nor the registry."""
+    assert not {m for m in _imports(path) if m.startswith(("pruning_lib.methods", "pruning_lib.registry"))}
 
 
 def test_importing_the_library_and_its_registry_loads_no_plotting_or_widgets():

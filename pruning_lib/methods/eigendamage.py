@@ -35,13 +35,13 @@ from torch import nn
 
 from ..checks import TOLERANCE, checked
 from ..curvature import compute_kfac
+from ..curvature.kfac import FISHERS
 from ..metrics import count_params, layer_pixels
 from ..models import classifier_of
 from ..pruner import PruneContext, PruneResult, TargetUnreachable, closest_threshold, finish
 from ..train import recalibrate_bn
 
 MODES = ("oneshot", "iterative")
-FISHERS = ("true", "empirical")
 TARGET_KINDS = ("params", "directions")
 
 

@@ -35,10 +35,10 @@ from torch import nn
 
 from ...checks import checked
 from ...curvature import compute_kfac, diagonal_fisher
+from ...curvature.kfac import FISHERS
 from ...pruner import PruneContext, PruneResult
 from .groups import ChannelPruner, Selection, run_channel_method
 
-FISHERS = ("true", "empirical")
 SALIENCIES = ("diag", "kron")
 
 
