@@ -52,6 +52,7 @@ class Config:
     checkpoint_dir: str | None = "auto"  # "auto": DATA_DIR/checkpoints; None: no baseline cache
     output_dir: str = "runs"
     device: str = "auto"
+    measure_latency: bool = True  # median forward time at batch 1 and 128 per row (eval mode, this device)
     sync_batchnorm: bool = False  # under torchrun: BatchNorm over all ranks' batches (nn.SyncBatchNorm, CUDA only)
 
     def baseline_recipe(self) -> TrainRecipe:
@@ -209,6 +210,8 @@ def validate(raw: dict[str, Any]) -> Config:
     if not isinstance(cfg.output_dir, str) or not cfg.output_dir:
         _fail("output_dir", f"{cfg.output_dir!r} is not a path string")
     _check_device(cfg.device)
+    if not isinstance(cfg.measure_latency, bool):
+        _fail("measure_latency", f"{cfg.measure_latency!r} must be true or false")
     if not isinstance(cfg.sync_batchnorm, bool):
         _fail("sync_batchnorm", f"{cfg.sync_batchnorm!r} must be true or false")
     if cfg.sync_batchnorm and not torch.cuda.is_available():
@@ -246,4 +249,5 @@ def smoke_config(cfg: Config) -> Config:
     return Config(**{**asdict(cfg), "exp_name": cfg.exp_name + "_smoke", "seeds": cfg.seeds[:1],
                      "baseline": {**cfg.baseline, **short}, "finetune": {**cfg.finetune, **short},
                      "bn_recalibration_batches": 2, "score_batch_size": 8, "checkpoint_dir": None,
+                     "measure_latency": False,
                      "method_options": options})

@@ -18,16 +18,18 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
+import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from .config import Config, ConfigError, smoke_config
 from .data import DATA_DIR, load_dataset, make_loader, random_splits
 from .distributed import broadcast_state, is_main, local_device, on_main, world_size
 from .files import write_text_atomic
-from .metrics import compression_summary, count_macs, count_params
+from .metrics import compression_summary, count_macs, count_params, measure_latency
 from .pruner import PruneContext, TargetUnreachable
 from .registry import METHODS
-from .results import failed_row, read_rows, results_frame, shard_file_name, write_rows, write_summaries
+from .results import TIMING, failed_row, read_rows, results_frame, shard_file_name, write_rows, write_summaries
 from .train import TrainRecipe, evaluate, pick_device, recalibrate_bn, seed_everything, train, train_baseline
 
 
@@ -116,43 +118,85 @@ def run(cfg: Config, smoke: bool = False, progress: bool = True, shard: tuple[in
         cache = DATA_DIR / "checkpoints" if cfg.checkpoint_dir == "auto" else cfg.checkpoint_dir
         base = train_baseline(splits, cfg.model, cfg.width, cfg.baseline_recipe(), seed, device, cache, progress,
                               cfg.sync_batchnorm)
-        base_params, base_macs = count_params(base.model), count_macs(base.model, splits.input_shape)
-        val_loader, test_loader = make_loader(splits.val, 256, shard="eval"), make_loader(splits.test, 256, shard="eval")
+        ref = (count_params(base.model), count_macs(base.model, splits.input_shape))
+        loaders = {"val": make_loader(splits.val, 256, shard="eval"), "test": make_loader(splits.test, 256, shard="eval")}
+        unpruned = next((r for r in rows if r["seed"] == seed and r["target_ratio"] == 0.0 and r["status"] == "ok"), None)
         for s, method, ratio in todo:
             if s != seed:
                 continue
-            t0 = time.perf_counter()
-            seed_everything(seed)
-            # A fresh loader per row: a shared one would advance its shuffle generator, so a row's result
-            # would depend on which rows ran before it (and a resumed run would differ from a full one).
-            score_loader = make_loader(splits.train, cfg.score_batch_size, shuffle=True, seed=seed, shard="train")
-            ctx = PruneContext(score_loader, splits.input_shape, base_params, seed)
-            options = {**METHODS[method].options, **cfg.method_options.get(method, {})}
-            try:
-                result = METHODS[method].fn(copy.deepcopy(base.model), ctx, ratio, **options)
-            except TargetUnreachable as e:
-                record(failed_row(method, ratio, seed, e, e.closest))
+            if ratio == 0.0 and unpruned is not None:  # pruning at 0 is the identity (tests/test_contract.py)
+                record({**unpruned, "method": method, **dict.fromkeys(STAGE_COLUMNS, 0.0), "seconds": 0.0})
                 bar.update(1)
                 continue
-            model = recalibrate_bn(broadcast_state(result.model), score_loader, cfg.bn_recalibration_batches)
-            acc_pruned = evaluate(model, test_loader)["acc"]
-            recipe = cfg.finetune_recipe()
-            train(model, make_loader(splits.train, recipe.batch_size, shuffle=True, seed=seed, shard="train"), recipe,
-                  val_loader, desc=f"{method} {ratio:.0%}", progress=progress, sync_batchnorm=cfg.sync_batchnorm)
-            summary = compression_summary(model, splits.input_shape, base_params, base_macs)
-            record({"method": method, "target_ratio": ratio, "seed": seed, "params": summary["params"],
-                    "nonzero_params": summary["nonzero_params"],
-                    "param_reduction": round(summary["param_reduction"], 6), "macs": summary["macs"],
-                    "gflops": round(summary["gflops"], 6), "acc_pruned": round(acc_pruned, 4),
-                    "acc_finetuned": round(evaluate(model, test_loader)["acc"], 4),
-                    "finetune_epochs": recipe.epochs, "seconds": round(time.perf_counter() - t0, 2),
-                    "compression": round(summary["compression"], 4),
-                    "theoretical_speedup": round(summary["theoretical_speedup"], 4), "status": "ok", "error": ""})
+            try:
+                row = _row(cfg, splits, base.model, method, ratio, seed, ref, loaders, progress)
+            except TargetUnreachable as e:
+                row = failed_row(method, ratio, seed, e, e.closest)
+            record(row)
+            if ratio == 0.0:
+                unpruned = row
             bar.update(1)
     bar.close()
     if is_main() and shard is None:
-        return write_summaries(run_dir)
+        return _finish(run_dir)
     return results_frame(rows)
+
+
+def _finish(run_dir: Path) -> pd.DataFrame:
+    """Rewrite the summaries and draw the accuracy / cost plots (matplotlib loads only here)."""
+    from .viz.results import save_plots
+
+    df = write_summaries(run_dir)
+    if (df["status"] == "ok").any():
+        save_plots(df, run_dir)
+    return df
+
+
+STAGE_COLUMNS = ("seconds_prune", "seconds_bn", "seconds_finetune", "seconds_eval")
+
+
+def _row(cfg: Config, splits, base: nn.Module, method: str, ratio: float, seed: int, ref: tuple[int, int],
+         loaders: dict, progress: bool) -> dict:
+    """One results row: prune a copy of `base` (target 0 is the unpruned copy itself), re-estimate BatchNorm,
+    test, fine-tune, test, measure latency; the seconds of each stage are kept. TargetUnreachable passes up."""
+    seconds, t0 = {}, time.perf_counter()
+    seed_everything(seed)
+    # A fresh loader per row: a shared one would advance its shuffle generator, so a row's result would
+    # depend on which rows ran before it (and a resumed run would differ from a full one).
+    score_loader = make_loader(splits.train, cfg.score_batch_size, shuffle=True, seed=seed, shard="train")
+    model = copy.deepcopy(base)
+    if ratio > 0:
+        ctx = PruneContext(score_loader, splits.input_shape, ref[0], seed)
+        model = METHODS[method].fn(model, ctx, ratio, **{**METHODS[method].options, **cfg.method_options.get(method, {})}).model
+    model = broadcast_state(model)
+    seconds["seconds_prune"], t = time.perf_counter() - t0, time.perf_counter()
+    recalibrate_bn(model, score_loader, cfg.bn_recalibration_batches)
+    seconds["seconds_bn"], t = time.perf_counter() - t, time.perf_counter()
+    acc_pruned = evaluate(model, loaders["test"])["acc"]
+    seconds["seconds_eval"], t = time.perf_counter() - t, time.perf_counter()
+    recipe = cfg.finetune_recipe()
+    train(model, make_loader(splits.train, recipe.batch_size, shuffle=True, seed=seed, shard="train"), recipe,
+          loaders["val"], desc=f"{method} {ratio:.0%}", progress=progress, sync_batchnorm=cfg.sync_batchnorm)
+    seconds["seconds_finetune"], t = time.perf_counter() - t, time.perf_counter()
+    acc_finetuned = evaluate(model, loaders["test"])["acc"]
+    seconds["seconds_eval"] += time.perf_counter() - t
+    summary = compression_summary(model, splits.input_shape, *ref)
+    return {"method": method, "target_ratio": ratio, "seed": seed, "params": summary["params"],
+            "nonzero_params": summary["nonzero_params"], "param_reduction": round(summary["param_reduction"], 6),
+            "macs": summary["macs"], "gflops": round(summary["gflops"], 6), "acc_pruned": round(acc_pruned, 4),
+            "acc_finetuned": round(acc_finetuned, 4), "finetune_epochs": recipe.epochs,
+            "compression": round(summary["compression"], 4),
+            "theoretical_speedup": round(summary["theoretical_speedup"], 4), "status": "ok", "error": "",
+            **{k: round(v, 3) for k, v in seconds.items()},
+            **(_latency(model, splits.input_shape) if cfg.measure_latency else {}),
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _latency(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
+    """Median forward time (ms) at batch 1 and 128 in eval mode on the model's device, and the thread count."""
+    return {"latency_ms_b1": round(measure_latency(model, input_shape, 1), 4),
+            "latency_ms_b128": round(measure_latency(model, input_shape, 128, repeats=5), 4),
+            "latency_threads": torch.get_num_threads()}
 
 
 def merge_shards(run_dir: str | Path) -> pd.DataFrame:
@@ -170,7 +214,7 @@ def merge_shards(run_dir: str | Path) -> pd.DataFrame:
             key = (row["method"], row["target_ratio"], row["seed"])
             if key in merged:
                 first, where = merged[key]
-                if {k: v for k, v in first.items() if k != "seconds"} != {k: v for k, v in row.items() if k != "seconds"}:
+                if {k: v for k, v in first.items() if k not in TIMING} != {k: v for k, v in row.items() if k not in TIMING}:
                     warnings.warn(f"merge: row {key} differs between {where} and {path.name}; kept {where}'s",
                                   stacklevel=2)
                 continue
@@ -183,4 +227,4 @@ def merge_shards(run_dir: str | Path) -> pd.DataFrame:
     rows = sorted((r for r, _ in merged.values()),
                   key=lambda r: (r["seed"], position.get(r["method"], len(position)), r["method"], r["target_ratio"]))
     write_rows(run_dir / "results.csv", rows)
-    return write_summaries(run_dir)
+    return _finish(run_dir)

@@ -24,14 +24,20 @@ from .files import write_text_atomic
 
 COLUMNS = ["method", "target_ratio", "seed", "params", "nonzero_params", "param_reduction", "macs", "gflops",
            "acc_pruned", "acc_finetuned", "finetune_epochs", "seconds", "compression", "theoretical_speedup",
-           "status", "error"]
+           "status", "error", "seconds_prune", "seconds_bn", "seconds_finetune", "seconds_eval",
+           "latency_ms_b1", "latency_ms_b128", "latency_threads"]
 KEY = ("method", "target_ratio", "seed")
-INTS = {"seed", "params", "nonzero_params", "macs", "finetune_epochs"}
+# Wall-clock measurements: they differ between two runs of the same row, everything else does not.
+TIMING = ("seconds", "seconds_prune", "seconds_bn", "seconds_finetune", "seconds_eval", "latency_ms_b1",
+          "latency_ms_b128")
+INTS = {"seed", "params", "nonzero_params", "macs", "finetune_epochs", "latency_threads"}
 STATUSES = ("ok", "failed")
 # Columns a failed row leaves empty (param_reduction holds the closest achievable reduction, or is empty).
 EMPTY_WHEN_FAILED = set(COLUMNS) - set(KEY) - {"status", "error"}
-# Files written before the status / error columns existed hold only finished rows.
-OPTIONAL = {"status": "ok", "error": ""}
+# Files written before the status / error columns existed hold only finished rows; the stage timings and
+# latencies came later still and may be empty.
+OPTIONAL = {"status": "ok", "error": "", **{c: "" for c in COLUMNS[COLUMNS.index("seconds_prune"):]}}
+NULLABLE = set(COLUMNS[COLUMNS.index("seconds_prune"):])
 
 
 def shard_file_name(index: int, count: int) -> str:
@@ -57,7 +63,7 @@ def _parse_row(fields: dict[str, str]) -> dict[str, Any]:
             if col == "method" and not text:
                 raise ValueError("column 'method' is empty")
             row[col] = text
-        elif text == "" and status == "failed" and col in EMPTY_WHEN_FAILED:
+        elif text == "" and (col in NULLABLE or (status == "failed" and col in EMPTY_WHEN_FAILED)):
             row[col] = None
         else:
             try:
@@ -156,7 +162,11 @@ def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     for name, col, fmt in [("test accuracy after fine-tuning (%)", "acc_finetuned", ".2f"),
                            ("test accuracy right after pruning, BatchNorm re-estimated (%)", "acc_pruned", ".2f"),
                            ("GFLOPs (2 x MACs)", "gflops", ".4g"),
-                           ("achieved parameter reduction", "param_reduction", ".3f")]:
+                           ("achieved parameter reduction", "param_reduction", ".3f"),
+                           ("measured latency, batch 1 (ms)", "latency_ms_b1", ".3g"),
+                           ("measured latency, batch 128 (ms)", "latency_ms_b128", ".3g")]:
+        if ok[col].isna().all():  # files written before latencies were measured
+            continue
         t = ok.groupby(["method", "target_ratio"])[col].apply(lambda v: _mean_std(v, fmt)).unstack(fill_value="n/a")
         t.columns = [pct(c) for c in t.columns]
         out[name] = t.reindex(order)
@@ -199,3 +209,39 @@ def write_summaries(run_dir: Path) -> pd.DataFrame:
                    .rename(columns={"param_reduction": "closest reduction"}).to_markdown(index=False), ""]
         write_text_atomic(run_dir / "tables.md", "\n".join(md) + "\n")
     return df
+
+
+def tradeoff(df: pd.DataFrame, x: str = "param_reduction", y: str = "acc_finetuned") -> pd.DataFrame:
+    """One point per (method, target) over its finished seeds: mean of `x`, mean and std of `y`, seed count,
+    in the order methods first appear (the curves of the accuracy / cost plots)."""
+    done = df[df["status"] == "ok"]
+    out = done.groupby(["method", "target_ratio"], sort=False).agg(
+        x=(x, "mean"), y=(y, "mean"), y_std=(y, "std"), seeds=("seed", "nunique")).reset_index()
+    out["y_std"] = out["y_std"].fillna(0.0)
+    order = {m: i for i, m in enumerate(dict.fromkeys(df["method"]))}
+    return out.sort_values(["method", "target_ratio"], key=lambda c: c.map(order) if c.name == "method" else c,
+                           ignore_index=True)
+
+
+def pareto_front(points: pd.DataFrame, lower_x_is_better: bool = False, tolerance: float = 0.0) -> pd.DataFrame:
+    """The points of `tradeoff` that no other point beats on both axes (higher `y`, and higher `x` such as
+    the reduction, or lower `x` such as GFLOPs with `lower_x_is_better`), sorted by x. x values within
+    `tolerance` count as equal (0.01 for reductions: every method hits its target within one point)."""
+    sign = -1.0 if lower_x_is_better else 1.0
+    x, y = sign * points["x"], points["y"]
+    keep = [i for i, p in points.iterrows()
+            if not ((x >= sign * p["x"] - tolerance) & (y >= p["y"])
+                    & ((x > sign * p["x"] + tolerance) | (y > p["y"]))).any()]
+    return points.loc[keep].sort_values("x", ignore_index=True)
+
+
+def gaps_beyond_spread(df: pd.DataFrame, ratio: float, col: str = "acc_finetuned") -> pd.DataFrame:
+    """Pairs of methods at target `ratio` whose mean `col` differ by more than the sum of their standard
+    deviations over seeds (the gaps a reader may trust; needs >= 2 seeds each), largest gap first."""
+    done = df[(df["status"] == "ok") & (df["target_ratio"] == ratio)]
+    stats = done.groupby("method", sort=False)[col].agg(["mean", "std", "count"])
+    stats = stats[stats["count"] >= 2]
+    pairs = [(a, b, stats.at[a, "mean"] - stats.at[b, "mean"], stats.at[a, "std"] + stats.at[b, "std"])
+             for a in stats.index for b in stats.index if stats.at[a, "mean"] > stats.at[b, "mean"]]
+    out = pd.DataFrame([p for p in pairs if p[2] > p[3]], columns=["better", "worse", "gap", "spread"])
+    return out.sort_values("gap", ascending=False, ignore_index=True)

@@ -346,3 +346,21 @@ def test_registry_entries(method):
     assert abs(result.achieved_param_ratio - 0.5) <= 0.01
     assert result.info["criterion"] == method
     assert result.model(torch.randn(2, *INPUT)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max"])
+def test_group_reduction_against_a_loop_over_producers(reduce):
+    """A group channel's score combines the scores of every producer writing that channel (brute force)."""
+    pruner = ch.ChannelPruner(resnet8(), INPUT)
+    g = torch.Generator().manual_seed(0)
+    modules = dict(pruner.model.named_modules())
+    layer = {n: torch.rand(modules[n].weight.shape[0], generator=g, dtype=torch.float64) for n in pruner.producers}
+    got = pruner.group_scores(layer, reduce=reduce)
+    combine = {"sum": sum, "mean": lambda v: sum(v) / len(v), "max": max}[reduce]
+    multi = 0
+    for group in pruner.groups:
+        multi += len(group.producers) > 1
+        for i in range(group.size):
+            values = [float(layer[n][idx]) for n, idxs, roots in group.producers for idx, r in zip(idxs, roots) if r == i]
+            assert got[group.root][i].item() == pytest.approx(combine(values), rel=1e-12)
+    assert multi  # resnet8's residual streams have several producers

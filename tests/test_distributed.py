@@ -18,6 +18,7 @@ import dist_worker
 from pruning_lib.config import validate
 from pruning_lib.data import make_loader
 from pruning_lib.experiment import merge_shards, run
+from pruning_lib.results import TIMING
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]  # free port
@@ -62,7 +63,7 @@ def _raw(tmp_path, **over):
 
 
 def _rows(df: pd.DataFrame) -> list[dict]:
-    return df.drop(columns=["seconds"]).to_dict("records")
+    return df.drop(columns=list(TIMING)).to_dict("records")
 
 
 def test_two_shards_and_a_merge_give_the_rows_of_one_run(tmp_path):

@@ -31,7 +31,7 @@ from pruning_lib.data import DatasetError, DatasetMissingError, load_dataset
 from pruning_lib.experiment import run
 from pruning_lib.files import DamagedFileError
 from pruning_lib.models import build_model
-from pruning_lib.results import ResultsFileError, read_rows
+from pruning_lib.results import TIMING, ResultsFileError, read_rows
 from pruning_lib.train import TrainRecipe, train_baseline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +92,7 @@ def _tiny(tmp_path, **over):
 
 
 def _rows(df: pd.DataFrame) -> list[dict]:
-    return df.drop(columns=["seconds"]).sort_values(["method", "target_ratio", "seed"]).to_dict("records")
+    return df.drop(columns=list(TIMING)).sort_values(["method", "target_ratio", "seed"]).to_dict("records")
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from ...checks import check_positive_int, checked
 from ...distributed import all_reduce_count, all_reduce_sum
 from ...modes import eval_mode
 from ...pruner import PruneContext, PruneResult
-from .groups import ChannelPruner, run_channel_method
+from .groups import GROUP_REDUCTIONS, ChannelPruner, run_channel_method
 
 
 def l1_scores(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
@@ -64,23 +64,23 @@ def random_group_scores(pruner: ChannelPruner, seed: int = 0) -> dict[str, torch
     return {gr.root: torch.rand(gr.size, generator=g, dtype=torch.float64) for gr in pruner.groups}
 
 
-@checked()
+@checked(group_reduce=GROUP_REDUCTIONS)
 def prune_l1(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9,
-             normalize: bool = False) -> PruneResult:
+             normalize: bool = False, group_reduce: str = "sum") -> PruneResult:
     """Registry entry: remove the channels with the smallest summed L1 norm (global threshold)."""
     return run_channel_method(model, ctx, target, layer_cap,
-                              lambda p: p.group_scores(l1_scores(model, p.producers), normalize),
-                              info={"criterion": "l1", "normalize": normalize})
+                              lambda p: p.group_scores(l1_scores(model, p.producers), normalize, group_reduce),
+                              info={"criterion": "l1", "normalize": normalize, "group_reduce": group_reduce})
 
 
-@checked()
+@checked(group_reduce=GROUP_REDUCTIONS)
 def prune_taylor(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9,
-                 num_batches: int = 4, normalize: bool = False) -> PruneResult:
+                 num_batches: int = 4, normalize: bool = False, group_reduce: str = "sum") -> PruneResult:
     """Registry entry: remove the channels with the smallest first-order Taylor saliency."""
     return run_channel_method(model, ctx, target, layer_cap,
                               lambda p: p.group_scores(taylor_scores(model, p.producers, ctx.loader, num_batches),
-                                                       normalize),
-                              info={"criterion": "taylor", "normalize": normalize})
+                                                       normalize, group_reduce),
+                              info={"criterion": "taylor", "normalize": normalize, "group_reduce": group_reduce})
 
 
 @checked()

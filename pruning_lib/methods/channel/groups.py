@@ -36,13 +36,14 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from ...checks import TOLERANCE, check_fraction, check_target
+from ...checks import TOLERANCE, check_choice, check_fraction, check_target
 from ...metrics import layer_pixels
 from ...models import classifier_of
 from ...modes import eval_mode
 from ...pruner import PruneContext, PruneResult, TargetUnreachable, closest_threshold, finish
 
 SUPPORTED = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
+GROUP_REDUCTIONS = ("sum", "mean", "max")  # how a group's channel score combines its producers' scores
 
 
 @dataclass
@@ -208,21 +209,25 @@ class ChannelPruner:
             macs += weights * c.pixels
         return params, macs
 
-    def group_scores(self, layer_scores: dict[str, torch.Tensor], normalize: bool = False) -> dict[str, torch.Tensor]:
-        """Group saliency of channel i = Σ over the group's producers p of s_p(i) (float64, CPU). With
-        `normalize`, each producer's saliencies are first divided by their sum over its channels,
-        s_p(i) / Σ_j s_p(j), so that layers whose scores live on different scales (curvature, gradient
-        magnitude) compete on equal terms under the global threshold, as in EigenDamage's reference C-OBD /
-        C-OBS baselines."""
+    def group_scores(self, layer_scores: dict[str, torch.Tensor], normalize: bool = False,
+                     reduce: str = "sum") -> dict[str, torch.Tensor]:
+        """Group saliency of channel i from its producers' saliencies s_p(i) (float64, CPU): their sum
+        (`reduce` "sum", the default), mean (a group with many producers, e.g. a residual stream, is not
+        favoured for its size) or max. With `normalize`, each producer's saliencies are first divided by
+        their sum over its channels, s_p(i) / Σ_j s_p(j), so that layers whose scores live on different scales
+        (curvature, gradient magnitude) compete on equal terms under the global threshold, as in EigenDamage's
+        reference C-OBD / C-OBS baselines."""
+        check_choice(reduce, GROUP_REDUCTIONS, "group_reduce")
         out = {}
         for g in self.groups:
-            s = torch.zeros(g.size, dtype=torch.float64)
-            for n, idxs, root_idxs in g.producers:
+            per_producer = torch.zeros(len(g.producers), g.size, dtype=torch.float64)
+            for k, (n, idxs, root_idxs) in enumerate(g.producers):
                 ls = layer_scores[n].detach().double().cpu()
                 if normalize:
                     ls = ls / ls.sum().clamp_min(torch.finfo(torch.float64).tiny)
-                s[root_idxs] += ls[idxs]
-            out[g.root] = s
+                per_producer[k, root_idxs] = ls[idxs]
+            out[g.root] = (per_producer.sum(0) if reduce == "sum" else per_producer.mean(0) if reduce == "mean"
+                           else per_producer.max(0).values)
         return out
 
     def kept_counts(self, scores: dict[str, torch.Tensor], threshold: float) -> dict[str, int]:

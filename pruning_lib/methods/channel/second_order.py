@@ -37,7 +37,7 @@ from ...checks import checked
 from ...curvature import compute_kfac, diagonal_fisher
 from ...curvature.kfac import FISHERS
 from ...pruner import PruneContext, PruneResult
-from .groups import ChannelPruner, Selection, run_channel_method
+from .groups import GROUP_REDUCTIONS, ChannelPruner, Selection, run_channel_method
 
 SALIENCIES = ("diag", "kron")
 
@@ -138,35 +138,35 @@ def apply_obs_correction(pruner: ChannelPruner, factors: dict[str, dict[str, tor
     return change
 
 
-@checked(fisher=FISHERS)
+@checked(fisher=FISHERS, group_reduce=GROUP_REDUCTIONS)
 def prune_obd(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9, num_examples: int = 256,
-              fisher: str = "true", normalize: bool = True) -> PruneResult:
+              fisher: str = "true", normalize: bool = True, group_reduce: str = "sum") -> PruneResult:
     """Registry entry: C-OBD, remove the channels with the smallest Σ W² F (diagonal Fisher); `normalize`
     divides each layer's saliencies by their sum first (ChannelPruner.group_scores)."""
     return run_channel_method(model, ctx, target, layer_cap,
                               lambda p: p.group_scores(obd_scores(model, p.producers, ctx.loader, num_examples,
-                                                                  fisher), normalize),
-                              info={"criterion": "obd", "normalize": normalize})
+                                                                  fisher), normalize, group_reduce),
+                              info={"criterion": "obd", "normalize": normalize, "group_reduce": group_reduce})
 
 
-@checked(fisher=FISHERS, saliency=SALIENCIES)
+@checked(fisher=FISHERS, saliency=SALIENCIES, group_reduce=GROUP_REDUCTIONS)
 def prune_obs(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9, num_batches: int = 4,
               fisher: str = "true", damping: float = 1e-2, saliency: str = "diag",
-              correction: bool = True, normalize: bool = True) -> PruneResult:
+              correction: bool = True, normalize: bool = True, group_reduce: str = "sum") -> PruneResult:
     """Registry entry: C-OBS with im2col K-FAC; with `correction` the kept weights of each producer get the
     OBS update ΔW = -G⁻¹[:, R] ([G⁻¹]_RR)⁻¹ W_R before the channels R are removed."""
     state: dict[str, Any] = {}
 
     def score(p: ChannelPruner) -> dict[str, torch.Tensor]:
         state["factors"] = obs_factors(model, p.producers, ctx.loader, num_batches, fisher, damping)
-        return p.group_scores(obs_scores(model, state["factors"], saliency), normalize)
+        return p.group_scores(obs_scores(model, state["factors"], saliency), normalize, group_reduce)
 
     def correct(p: ChannelPruner, sel: Selection) -> None:
         state["change"] = apply_obs_correction(p, state["factors"], sel.plan) if correction else {}
 
     result = run_channel_method(model, ctx, target, layer_cap, score, correct,
                                 info={"criterion": "obs", "saliency": saliency, "correction": correction,
-                                      "normalize": normalize})
+                                      "normalize": normalize, "group_reduce": group_reduce})
     result.info["relative_correction"] = state["change"]
     return result
 
