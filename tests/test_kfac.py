@@ -179,3 +179,41 @@ def test_bad_arguments_are_named():
         compute_kfac(tiny_net(), loader(), fisher="exact")
     with pytest.raises(ValueError, match="layers"):
         compute_kfac(tiny_net(), loader(), layers=["1"])
+
+
+def _relu_net(inplace: bool) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(inplace=inplace), nn.Conv2d(3, 3, 3),
+                         nn.ReLU(inplace=inplace), nn.Flatten(), nn.Linear(48, 4))
+
+
+def test_in_place_activations_after_a_layer_give_the_same_curvature():
+    """torchvision's ResNet / MobileNet put nn.ReLU(inplace=True) right after a layer: K-FAC, EKFAC and the
+    diagonal Fisher must equal those of the same net with out-of-place ReLUs (oracle-tested above)."""
+    g = torch.Generator().manual_seed(1)
+    loader = DataLoader(TensorDataset(torch.randn(16, 2, 6, 6, generator=g), torch.randint(0, 4, (16,), generator=g)),
+                        batch_size=8)
+    results = []
+    for inplace in (False, True):
+        net = _relu_net(inplace)
+        kfac = compute_kfac(net, loader, fisher="empirical", num_batches=2)
+        results.append(({f"{n}.{f}": getattr(kfac[n], f) for n in kfac for f in ("A", "G")}
+                        | {f"ekfac.{n}": v for n, v in ekfac_correction(net, kfac, loader, 16, "empirical").items()}
+                        | {f"fisher.{n}": v for n, v in diagonal_fisher(net, loader, 16, "empirical").items()}))
+    assert results[0].keys() == results[1].keys()
+    for key, ref in results[0].items():
+        assert torch.allclose(results[1][key], ref, rtol=1e-6, atol=1e-10), key
+
+
+def test_grouped_convolutions_are_skipped_and_refused_by_name():
+    """A depthwise conv's Fisher block is one Kronecker product per group: K-FAC lists it as skipped, and
+    naming it raises, instead of returning factors whose size does not match the weight."""
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.Conv2d(4, 6, 1), nn.Flatten(), nn.Linear(96, 2))
+    loader = DataLoader(TensorDataset(torch.randn(8, 4, 6, 6), torch.randint(0, 2, (8,))), batch_size=8)
+    kfac = compute_kfac(model, loader, num_batches=1)
+    assert set(kfac) == {"1", "3"} and "0" in kfac.skipped
+    for name, lf in kfac.items():
+        w = lf.module.weight
+        assert lf.G.shape[0] == w.shape[0] and lf.A.shape[0] == w.shape[1] + (lf.module.bias is not None)
+    with pytest.raises(ValueError, match=r"layers: \['0'\] are grouped / depthwise"):
+        compute_kfac(model, loader, num_batches=1, layers=["0"])

@@ -168,16 +168,21 @@ def sample_labels(logits: torch.Tensor, y: torch.Tensor, fisher: str) -> torch.T
 
 
 def kfac_layers(model: nn.Module, layers: list[str] | None = None) -> tuple[dict[str, nn.Module], list[str]]:
-    """Conv2d / Linear modules by name (all, or the named ones), and the names of other modules with
-    parameters of their own (skipped)."""
+    """Conv2d (groups=1) / Linear modules by name (all, or the named ones), and the names of the other modules
+    with parameters of their own (skipped), grouped / depthwise convolutions included: their Fisher block is
+    one Kronecker product per group, which this K-FAC does not form. Naming such a layer raises."""
     found, skipped = {}, []
     for name, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1):
             if layers is None or name in layers:
                 found[name] = m
         elif any(True for _ in m.parameters(recurse=False)):
             skipped.append(name)
     if layers is not None:
+        grouped = sorted(n for n in set(layers) - set(found) if isinstance(dict(model.named_modules()).get(n), nn.Conv2d))
+        if grouped:
+            raise ValueError(f"layers: {grouped} are grouped / depthwise convolutions (groups > 1); K-FAC here "
+                             "covers Conv2d with groups=1 and Linear only")
         missing = sorted(set(layers) - set(found))
         if missing:
             raise ValueError(f"layers: {missing} are not Conv2d / Linear modules of the model")
@@ -278,10 +283,16 @@ def ekfac_correction(model: nn.Module, kfac: KFAC, loader: DataLoader, num_examp
     device = next(model.parameters()).device
     inputs, outgrads = {}, {}
     mods = {n: lf.module for n, lf in kfac.items()}
-    handles = [m.register_forward_hook(lambda mod, inp, out, n=n: inputs.__setitem__(n, inp[0].detach()))
-               for n, m in mods.items()]
-    handles += [m.register_full_backward_hook(lambda mod, gi, go, n=n: outgrads.__setitem__(n, go[0].detach()))
-                for n, m in mods.items()]
+
+    def record(name):
+        def hook(mod, inp, out):
+            inputs[name] = inp[0].detach()
+            # a gradient hook on the output tensor, as in compute_kfac: a full module backward hook fails when
+            # an in-place activation (nn.ReLU(inplace=True), torchvision's ResNet / MobileNet) follows the layer
+            out.register_hook(lambda g: outgrads.__setitem__(name, g.detach()))
+        return hook
+
+    handles = [m.register_forward_hook(record(n)) for n, m in mods.items()]
     sums = {n: None for n in mods}
     seen = 0
     with eval_mode(model):
