@@ -1,0 +1,64 @@
+"""pruning_lib.prune: one call for a user's own model, every registered method, bad input refused up front."""
+import pytest
+import torch
+import torchvision
+from torch.utils.data import DataLoader, TensorDataset
+
+import pruning_lib
+from pruning_lib.metrics import count_macs, count_params
+from pruning_lib.models import build_model
+from pruning_lib.registry import METHODS
+
+SHORT = {"num_batches": 1, "num_examples": 16, "cp_iters": 3, "hooi_iters": 1}
+
+
+def data(shape, classes, n=32, batch=16):
+    g = torch.Generator().manual_seed(0)
+    return DataLoader(TensorDataset(torch.randn(n, *shape, generator=g), torch.randint(0, classes, (n,), generator=g)),
+                      batch_size=batch)
+
+
+def short(method):
+    return {k: v for k, v in SHORT.items() if k in METHODS[method].options}
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_prunes_the_kit_resnet8_through_the_api(method):
+    model = build_model("resnet8", 1, 1, 10)
+    loader = data((1, 8, 8), 10)
+    result = pruning_lib.prune(model, method, 0.5, loader=loader, **short(method))
+    assert abs(result.achieved_param_ratio - 0.5) <= 0.01
+    assert result.achieved_flops == 2 * count_macs(result.model, (1, 8, 8))
+    assert torch.isfinite(result.model.eval()(next(iter(loader))[0])).all()
+
+
+# On torchvision's ResNet-18 (random weights, 2 classes, 32x32 inputs). Not here yet: cp (CP-ALS of the
+# 512-channel layers takes over a minute on 2 CPU cores) and obs (17 s); eigendamage fails, see below.
+TORCHVISION_METHODS = ["magnitude_global", "magnitude_layerwise", "l1", "taylor", "random", "obd", "svd", "tucker"]
+
+
+@pytest.mark.parametrize("method", TORCHVISION_METHODS + [pytest.param("eigendamage", marks=pytest.mark.xfail(
+    strict=True, raises=ValueError, reason="on random ResNet-18 weights many eigen-directions tie at score 0 "
+    "(dead units), so one threshold step jumps from under 0.5 to 0.60: TargetUnreachable (issue 14)"))])
+def test_torchvision_resnet18_through_the_api(method):
+    model = torchvision.models.resnet18(num_classes=2)
+    base = count_params(model)
+    loader = data((3, 32, 32), 2, n=16, batch=8)
+    result = pruning_lib.prune(model, method, 0.5, loader=loader, **short(method))
+    assert abs(result.achieved_param_ratio - 0.5) <= 0.01 and count_params(result.model) <= base
+    assert torch.isfinite(result.model.eval()(next(iter(loader))[0])).all()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"method": "lasso"}, "method: unknown 'lasso', allowed: magnitude_global"),
+    ({"method": "l1", "sparsity": 0.5}, "sparsity: not an option of l1, allowed: layer_cap"),
+    ({"method": "l1", "layer_cap": float("nan")}, "layer_cap: nan is not a finite number"),
+    ({"method": "taylor", "loader": None}, "loader: taylor scores with training batches"),
+    ({"method": "l1", "target": 1.0}, r"target: 1.0 is outside \[0, 1\)"),
+    ({"method": "l1", "loader": None}, "example_inputs: pass one input batch"),
+])
+def test_bad_input_is_refused_before_any_work(kwargs, message):
+    args = {"model": build_model("resnet8", 1, 1, 10), "method": "l1", "target": 0.5, "loader": data((1, 8, 8), 10),
+            **kwargs}
+    with pytest.raises(ValueError, match=message):
+        pruning_lib.prune(**args)
