@@ -236,7 +236,9 @@ def test_kfac_scores_equal_bruteforce_quadratic_form():
         lf, w = kfac[ls.name], model.get_submodule(ls.name).weight.detach().double()
         A = lf.A.double()[:-1, :-1] if lf.has_bias else lf.A.double()
         c_out, c_in, kk = w.shape[0], w.shape[1], w[0, 0].numel()
-        fisher = torch.kron(lf.G.double(), torch.kron(A, torch.eye(kk, dtype=torch.float64)))
+        # scores use eigenvalues floored at EIGEN_FLOOR x their mean: the factors damped by that much
+        damped = lambda m: m + ed.EIGEN_FLOOR * torch.linalg.eigvalsh(m).clamp_min(0).mean() * torch.eye(len(m), dtype=m.dtype)  # noqa: E731,E501
+        fisher = torch.kron(damped(lf.G.double()), torch.kron(damped(A), torch.eye(kk, dtype=torch.float64)))
         wm = w.reshape(c_out, c_in, kk).permute(2, 0, 1)
         Q_A, Q_G = ls.Q_A.double(), ls.Q_G.double()
         for i in range(c_out):
