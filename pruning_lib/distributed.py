@@ -9,7 +9,9 @@
   the data in the same time; every rank then takes the same pruning decision from the same numbers, and
   `broadcast_state` makes rank 0's pruned weights everyone's;
 - rank 0 alone writes results, tables and checkpoints and shows progress (`is_main`).
-Without a process group every function here does nothing, so single-process runs are unchanged.
+Without a process group every function here does nothing, so single-process runs are unchanged. Inside one,
+the statistics functions (evaluate, recalibrate_bn, compute_kfac, ekfac_correction, diagonal_fisher,
+taylor_scores, train) are collectives: call them on every rank, never under `if is_main()`.
 """
 from __future__ import annotations
 
