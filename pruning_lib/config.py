@@ -18,7 +18,7 @@ import torch
 from .checks import is_int, is_number
 from .data import DATASETS, SHAPES
 from .models import MODELS, build_model
-from .registry import METHODS
+from .registry import METHODS, entry_error, method_of
 from .train import TrainRecipe
 
 SEED_LIMIT = 2**32  # numpy's seeds are 32-bit
@@ -174,9 +174,10 @@ def validate(raw: dict[str, Any]) -> Config:
     _choice("dataset", cfg.dataset, DATASETS)
     _choice("model", cfg.model, MODELS)
     _int("width", cfg.width, 1, 65)
-    _unique_list("methods", cfg.methods, f"method names, allowed: {', '.join(METHODS)}")
+    _unique_list("methods", cfg.methods, f"method names (or name@label variants), allowed: {', '.join(METHODS)}")
     for i, m in enumerate(cfg.methods):
-        _choice(f"methods[{i}]", m, tuple(METHODS))
+        if entry_error(m):
+            _fail(f"methods[{i}]", entry_error(m))
     _unique_list("ratios", cfg.ratios, "numbers in [0, 1)")
     for i, r in enumerate(cfg.ratios):
         _number(f"ratios[{i}]", r, 0.0, 1.0, " (the fraction of parameters removed)")
@@ -188,15 +189,16 @@ def validate(raw: dict[str, Any]) -> Config:
     if not isinstance(cfg.method_options, dict):
         _fail("method_options", "must be an object {method: {option: value}}")
     for m, opts in cfg.method_options.items():
-        if m not in METHODS:
-            _fail(f"method_options.{m}", f"unknown method, allowed: {', '.join(METHODS)}")
+        if entry_error(m):
+            _fail(f"method_options.{m}", entry_error(m))
         if not isinstance(opts, dict):
             _fail(f"method_options.{m}", "must be an object {option: value}")
+        spec = method_of(m)
         for key in opts:
-            if key not in METHODS[m].options:
+            if key not in spec.options:
                 _fail(f"method_options.{m}.{key}",
-                      f"unknown option, allowed: {', '.join(METHODS[m].options) or '(none)'}")
-            problem = METHODS[m].option_error(key, opts[key])
+                      f"unknown option, allowed: {', '.join(spec.options) or '(none)'}")
+            problem = spec.option_error(key, opts[key])
             if problem:
                 _fail(f"method_options.{m}.{key}", problem)
     _int("bn_recalibration_batches", cfg.bn_recalibration_batches, 0)
@@ -245,7 +247,7 @@ def smoke_config(cfg: Config) -> Config:
     (SMOKE_METHOD_OPTIONS), its own run folder."""
     short = {"epochs": 1, "batch_size": 8, "max_steps_per_epoch": 2}
     options = {m: {**cfg.method_options.get(m, {}),
-                   **{k: v for k, v in SMOKE_METHOD_OPTIONS.items() if k in METHODS[m].options}} for m in cfg.methods}
+                   **{k: v for k, v in SMOKE_METHOD_OPTIONS.items() if k in method_of(m).options}} for m in cfg.methods}
     return Config(**{**asdict(cfg), "exp_name": cfg.exp_name + "_smoke", "seeds": cfg.seeds[:1],
                      "baseline": {**cfg.baseline, **short}, "finetune": {**cfg.finetune, **short},
                      "bn_recalibration_batches": 2, "score_batch_size": 8, "checkpoint_dir": None,

@@ -28,7 +28,7 @@ from .distributed import broadcast_state, is_main, local_device, on_main, world_
 from .files import write_text_atomic
 from .metrics import compression_summary, count_macs, count_params, measure_latency
 from .pruner import PruneContext, TargetUnreachable
-from .registry import METHODS
+from .registry import method_of
 from .results import TIMING, failed_row, read_rows, results_frame, shard_file_name, write_rows, write_summaries
 from .train import TrainRecipe, evaluate, pick_device, recalibrate_bn, seed_everything, train, train_baseline
 
@@ -167,7 +167,8 @@ def _row(cfg: Config, splits, base: nn.Module, method: str, ratio: float, seed: 
     model = copy.deepcopy(base)
     if ratio > 0:
         ctx = PruneContext(score_loader, splits.input_shape, ref[0], seed)
-        model = METHODS[method].fn(model, ctx, ratio, **{**METHODS[method].options, **cfg.method_options.get(method, {})}).model
+        spec = method_of(method)  # "name" or a "name@label" variant with its own method_options
+        model = spec.fn(model, ctx, ratio, **{**spec.options, **cfg.method_options.get(method, {})}).model
     model = broadcast_state(model)
     seconds["seconds_prune"], t = time.perf_counter() - t0, time.perf_counter()
     recalibrate_bn(model, score_loader, cfg.bn_recalibration_batches)

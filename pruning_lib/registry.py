@@ -1,12 +1,19 @@
 """The method registry: one entry per pruning method, all with the call shape
 `fn(model, ctx: PruneContext, target: float, **options) -> PruneResult`. Add a method by writing its function
 under methods/ (decorated with checks.checked) and adding an entry here; tests/test_contract.py then holds it
-to the rules every method keeps. Option defaults and allowed strings come from the function itself."""
+to the rules every method keeps. Option defaults and allowed strings come from the function itself.
+
+A config may list one method several times as variants, "name@label" (e.g. "l1@mean" with its own
+method_options), so one table compares option settings on the same baselines."""
 from __future__ import annotations
+
+import re
 
 from .methods import eigendamage, lowrank, weight
 from .methods.channel import criteria, second_order
 from .pruner import Method
+
+VARIANT = re.compile(r"[A-Za-z0-9_.-]+")
 
 METHODS: dict[str, Method] = {
     "magnitude_global": Method(weight.prune_global, "unstructured |w| pruning, one global threshold", "weight"),
@@ -33,3 +40,23 @@ METHODS: dict[str, Method] = {
     "obs": Method(second_order.prune_obs, "channel pruning: C-OBS Σ W²/([G⁻¹]_cc [A⁻¹]_jj) with im2col K-FAC "
                   "and the OBS weight correction", "channel"),
 }
+
+
+def method_of(entry: str) -> Method:
+    """The registered Method of a config entry "name" or "name@label" (KeyError naming the entry)."""
+    name, _, _ = entry.partition("@")
+    if name not in METHODS:
+        raise KeyError(f"unknown method '{name}' in '{entry}', allowed: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def entry_error(entry) -> str | None:
+    """Why `entry` is not a method name or "name@label" variant (label: letters, digits, '_', '.', '-'), or None."""
+    if not isinstance(entry, str):
+        return f"{entry!r} is not a method name"
+    name, at, label = entry.partition("@")
+    if name not in METHODS:
+        return f"unknown {name!r}, allowed: {', '.join(METHODS)} (a variant is name@label)"
+    if at and not VARIANT.fullmatch(label):
+        return f"variant label {label!r} must be letters, digits, '_', '.' or '-'"
+    return None

@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from pruning_lib.methods import channel as ch
+from pruning_lib.methods.channel import criteria as criteria_mod
 from pruning_lib.methods.channel import second_order as so
 from pruning_lib.metrics import count_macs, count_params
 from pruning_lib.models import build_model
@@ -364,3 +365,54 @@ def test_group_reduction_against_a_loop_over_producers(reduce):
             values = [float(layer[n][idx]) for n, idxs, roots in group.producers for idx, r in zip(idxs, roots) if r == i]
             assert got[group.root][i].item() == pytest.approx(combine(values), rel=1e-12)
     assert multi  # resnet8's residual streams have several producers
+
+
+def test_step_targets_remove_the_same_share_of_what_is_left():
+    got = ch.step_targets(0.9, 3)
+    assert got[-1] == 0.9 and len(got) == 3
+    left = [1.0] + [1 - t for t in got]
+    assert [left[k + 1] / left[k] for k in range(3)] == pytest.approx([0.1 ** (1 / 3)] * 3)
+    assert ch.step_targets(0.5, 1) == [0.5]
+    with pytest.raises(ValueError, match="steps"):
+        ch.step_targets(0.5, 0)
+
+
+@pytest.mark.parametrize("method", ["l1", "taylor", "obs"])
+def test_iterative_steps_keep_the_unpruned_floor_and_hit_the_target(method):
+    """Three steps to 90 %: the target is hit, and no group ends below 10 % of its UNPRUNED width (a floor
+    taken from each step's own widths would compound to 1 % and empty the small groups)."""
+    model = resnet8()
+    floors = {g.root: g.min_keep for g in ch.ChannelPruner(model, INPUT).groups}
+    ctx = PruneContext(loader(), INPUT, count_params(model), seed=0)
+    entry = METHODS[method]
+    options = {**entry.options, "steps": 3, **({"num_batches": 2} if "num_batches" in entry.options else {})}
+    result = entry.fn(copy.deepcopy(model), ctx, 0.9, **options)
+    assert abs(result.achieved_param_ratio - 0.9) <= 0.01
+    assert result.info["steps"] == 3
+    assert all(result.info["kept_channels"][r] >= floors[r] for r in floors)
+    assert result.info["group_sizes"] == {g.root: g.size for g in ch.ChannelPruner(model, INPUT).groups}
+
+
+def test_steps_at_target_zero_leave_the_model_untouched():
+    """No step removes a channel, so BatchNorm is never re-estimated: outputs stay identical."""
+    model = resnet8()
+    x = torch.randn(4, *INPUT)
+    ctx = PruneContext(loader(), INPUT, count_params(model), seed=0)
+    out = METHODS["taylor"].fn(copy.deepcopy(model), ctx, 0.0, num_batches=2, steps=3).model(x)
+    assert torch.equal(out, model(x))
+
+
+def test_a_later_step_rescores_the_pruned_model(monkeypatch):
+    """Step k scores the model left by step k-1 (BatchNorm re-estimated in between): the criterion sees
+    fewer channels at every step."""
+    model = resnet8()
+    seen, real = [], criteria_mod.taylor_scores
+
+    def spy(m, names, *args, **kwargs):
+        seen.append(sum(dict(m.named_modules())[n].weight.shape[0] for n in names))
+        return real(m, names, *args, **kwargs)
+
+    monkeypatch.setattr(criteria_mod, "taylor_scores", spy)
+    ctx = PruneContext(loader(), INPUT, count_params(model), seed=0)
+    METHODS["taylor"].fn(copy.deepcopy(model), ctx, 0.8, num_batches=1, steps=3)
+    assert len(seen) == 3 and seen[0] > seen[1] > seen[2]

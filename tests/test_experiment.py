@@ -44,6 +44,11 @@ def tiny(tmp_path, **over):
     ({"method_options": {"svd": "energy"}}, "'method_options.svd': must be an object"),
     ({"method_options": {"tucker": {"hooi_iters": -1}}}, "'method_options.tucker.hooi_iters': -1 must be >= 0"),
     ({"score_batch_size": 0}, "'score_batch_size'"),
+    ({"methods": ["l1@"]}, r"'methods\[0\]': variant label '' must be letters"),
+    ({"methods": ["lasso@x"]}, r"'methods\[0\]': unknown 'lasso'"),
+    ({"method_options": {"l1@mean": {"group_reduce": "median"}}},
+     "'method_options.l1@mean.group_reduce': unknown 'median', allowed: sum, mean, max"),
+    ({"method_options": {"l1@x": {"damping": 1.0}}}, "'method_options.l1@x.damping': unknown option"),
     ({"output_dir": None}, "'output_dir'"),
 ])
 def test_bad_config_names_the_field(tmp_path, change, field):
@@ -59,6 +64,16 @@ def test_cli_bad_config_exits_2_with_one_line(tmp_path):
                        capture_output=True, text=True)
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and "ratios[1]" in p.stderr
+
+
+def test_a_variant_runs_its_own_options(tmp_path):
+    """"l1@mean" is l1 with its own method_options, beside plain l1 on the same baseline."""
+    cfg = tiny(tmp_path, methods=["l1", "l1@mean"], ratios=[0.5],
+               method_options={"l1@mean": {"group_reduce": "mean"}}, measure_latency=False)
+    df = run(cfg, progress=False).set_index("method")
+    assert set(df.index) == {"l1", "l1@mean"}
+    assert (df["status"] == "ok").all()
+    assert abs(df.loc["l1@mean", "param_reduction"] - 0.5) <= 0.01
 
 
 def test_hosvd_option_is_allowed():

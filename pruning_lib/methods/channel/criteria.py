@@ -66,25 +66,29 @@ def random_group_scores(pruner: ChannelPruner, seed: int = 0) -> dict[str, torch
 
 @checked(group_reduce=GROUP_REDUCTIONS)
 def prune_l1(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9,
-             normalize: bool = False, group_reduce: str = "sum") -> PruneResult:
+             normalize: bool = False, group_reduce: str = "sum", steps: int = 1) -> PruneResult:
     """Registry entry: remove the channels with the smallest summed L1 norm (global threshold)."""
     return run_channel_method(model, ctx, target, layer_cap,
                               lambda p: p.group_scores(l1_scores(model, p.producers), normalize, group_reduce),
-                              info={"criterion": "l1", "normalize": normalize, "group_reduce": group_reduce})
+                              info={"criterion": "l1", "normalize": normalize, "group_reduce": group_reduce},
+                              steps=steps)
 
 
 @checked(group_reduce=GROUP_REDUCTIONS)
 def prune_taylor(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9,
-                 num_batches: int = 4, normalize: bool = False, group_reduce: str = "sum") -> PruneResult:
+                 num_batches: int = 4, normalize: bool = False, group_reduce: str = "sum",
+                 steps: int = 3) -> PruneResult:
     """Registry entry: remove the channels with the smallest first-order Taylor saliency."""
     return run_channel_method(model, ctx, target, layer_cap,
                               lambda p: p.group_scores(taylor_scores(model, p.producers, ctx.loader, num_batches),
                                                        normalize, group_reduce),
-                              info={"criterion": "taylor", "normalize": normalize, "group_reduce": group_reduce})
+                              info={"criterion": "taylor", "normalize": normalize, "group_reduce": group_reduce},
+                              steps=steps)
 
 
 @checked()
-def prune_random(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9) -> PruneResult:
+def prune_random(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9,
+                 steps: int = 1) -> PruneResult:
     """Registry entry: remove uniformly random channels (seeded by ctx.seed), same threshold machinery."""
     return run_channel_method(model, ctx, target, layer_cap, lambda p: random_group_scores(p, ctx.seed),
-                              info={"criterion": "random"})
+                              info={"criterion": "random"}, steps=steps)

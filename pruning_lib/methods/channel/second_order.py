@@ -140,19 +140,21 @@ def apply_obs_correction(pruner: ChannelPruner, factors: dict[str, dict[str, tor
 
 @checked(fisher=FISHERS, group_reduce=GROUP_REDUCTIONS)
 def prune_obd(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9, num_examples: int = 256,
-              fisher: str = "true", normalize: bool = True, group_reduce: str = "sum") -> PruneResult:
+              fisher: str = "true", normalize: bool = True, group_reduce: str = "sum", steps: int = 3) -> PruneResult:
     """Registry entry: C-OBD, remove the channels with the smallest Σ W² F (diagonal Fisher); `normalize`
     divides each layer's saliencies by their sum first (ChannelPruner.group_scores)."""
     return run_channel_method(model, ctx, target, layer_cap,
                               lambda p: p.group_scores(obd_scores(model, p.producers, ctx.loader, num_examples,
                                                                   fisher), normalize, group_reduce),
-                              info={"criterion": "obd", "normalize": normalize, "group_reduce": group_reduce})
+                              info={"criterion": "obd", "normalize": normalize, "group_reduce": group_reduce},
+                              steps=steps)
 
 
 @checked(fisher=FISHERS, saliency=SALIENCIES, group_reduce=GROUP_REDUCTIONS)
 def prune_obs(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9, num_batches: int = 4,
               fisher: str = "true", damping: float = 1e-2, saliency: str = "diag",
-              correction: bool = True, normalize: bool = True, group_reduce: str = "sum") -> PruneResult:
+              correction: bool = True, normalize: bool = True, group_reduce: str = "sum",
+              steps: int = 3) -> PruneResult:
     """Registry entry: C-OBS with im2col K-FAC; with `correction` the kept weights of each producer get the
     OBS update ΔW = -G⁻¹[:, R] ([G⁻¹]_RR)⁻¹ W_R before the channels R are removed."""
     state: dict[str, Any] = {}
@@ -166,7 +168,7 @@ def prune_obs(model: nn.Module, ctx: PruneContext, target: float, layer_cap: flo
 
     result = run_channel_method(model, ctx, target, layer_cap, score, correct,
                                 info={"criterion": "obs", "saliency": saliency, "correction": correction,
-                                      "normalize": normalize, "group_reduce": group_reduce})
+                                      "normalize": normalize, "group_reduce": group_reduce}, steps=steps)
     result.info["relative_correction"] = state["change"]
     return result
 
