@@ -1,9 +1,9 @@
-# Quick start: `make run` (sets up .venv, runs the quickstart table), `make test`, `make lab`.
+# Quick start: `make run` (sets up .venv, runs the quickstart table), `make test`, `make lab`, `make student`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= configs/quickstart.json
 
-.PHONY: setup run test lab clean
+.PHONY: setup run test lab student clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,9 @@ run: setup
 
 test: setup
 	PRUNING_FAST=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -q
+
+student: setup
+	$(PY) scripts/make_student.py --out student
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -49,6 +49,7 @@ class Config:
     val_fraction: float = 0.1
     train_subset: int | None = None
     data_root: str | None = None  # None: pruning_lib.data.DATA_DIR (<repo>/data)
+    download: bool = False  # fetch missing dataset files with torchvision's downloader (data.download_dataset)
     checkpoint_dir: str | None = "auto"  # "auto": DATA_DIR/checkpoints; None: no baseline cache
     output_dir: str = "runs"
     device: str = "auto"
@@ -212,6 +213,8 @@ def validate(raw: dict[str, Any]) -> Config:
     if not isinstance(cfg.output_dir, str) or not cfg.output_dir:
         _fail("output_dir", f"{cfg.output_dir!r} is not a path string")
     _check_device(cfg.device)
+    if not isinstance(cfg.download, bool):
+        _fail("download", f"{cfg.download!r} must be true or false")
     if not isinstance(cfg.measure_latency, bool):
         _fail("measure_latency", f"{cfg.measure_latency!r} must be true or false")
     if not isinstance(cfg.sync_batchnorm, bool):

@@ -1,8 +1,9 @@
 """Datasets with deterministic train / validation / test splits.
 
 `digits` (scikit-learn's bundled 8x8 digits) is the offline default. `fashion_mnist`, `cifar10` and
-`cifar100` are read from files under `data/` (never downloaded here); a missing dataset raises
-`DatasetMissingError` saying where the files go, a damaged one `DatasetError` naming the file. Dataset
+`cifar100` are read from files under `data/`; a missing dataset raises `DatasetMissingError` saying where
+the files go (or, with `download=True`, is fetched first by torchvision's own download code), a damaged one
+`DatasetError` naming the file. Dataset
 files are only as safe as their source: CIFAR's pickles are checked against the official md5 sums and read
 with a restricted unpickler, so a crafted file cannot run code. The validation split is carved from
 the training set with a seeded permutation; the test split is never used for model selection.
@@ -48,14 +49,17 @@ HOW_TO_GET = {
         "Fashion-MNIST files not found in {root}/FashionMNIST/raw/. Get them offline with "
         "`sudo apt-get install dataset-fashion-mnist && mkdir -p {root}/FashionMNIST/raw && "
         "for f in /usr/share/datasets/fashion-mnist/*.gz; do gunzip -c $f > {root}/FashionMNIST/raw/$(basename $f .gz); done`"
+        ", or online pass download=True (config: \"download\": true)"
     ),
     "cifar10": (
         "CIFAR-10 files not found in {root}/cifar-10-batches-py/. Download "
-        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and untar it into {root}/"
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and untar it into {root}/, or pass "
+        "download=True (config: \"download\": true)"
     ),
     "cifar100": (
         "CIFAR-100 files not found in {root}/cifar-100-python/. Download "
-        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz and untar it into {root}/"
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz and untar it into {root}/, or pass "
+        "download=True (config: \"download\": true)"
     ),
 }
 
@@ -288,19 +292,60 @@ def random_splits(name: str, n_train: int = 16, n_eval: int = 8, seed: int = 0) 
                   _split_key("random", name, n_train, n_eval, seed))
 
 
+def download_dataset(name: str, root: str | os.PathLike = DATA_DIR) -> None:
+    """Fetch the official files of `name` (fashion_mnist, cifar10, cifar100) into `root` with torchvision's
+    download code (`download_and_extract_archive`: the official URLs and mirrors, the archive's md5, extraction).
+
+    Why not `torchvision.datasets.CIFAR10(root, download=True)`: after downloading, its constructor reads the
+    batches with `pickle.load`, which the kit never lets touch a file (read_cifar's restricted unpickler reads
+    them instead), and FashionMNIST's would prefer a `processed/*.pt` pickle."""
+    from torchvision import datasets
+    from torchvision.datasets import utils as tv_utils
+
+    if name == "fashion_mnist":
+        raw = Path(root) / "FashionMNIST" / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        for filename, md5 in datasets.FashionMNIST.resources:
+            errors = []
+            for mirror in datasets.FashionMNIST.mirrors:
+                try:
+                    tv_utils.download_and_extract_archive(f"{mirror}{filename}", str(raw), filename=filename, md5=md5)
+                    break
+                except (RuntimeError, OSError) as e:  # urllib's URLError is an OSError
+                    errors.append(f"{mirror}: {e}")
+            else:
+                raise DatasetMissingError(f"download: could not fetch {filename} ({'; '.join(errors)})")
+    elif name in ("cifar10", "cifar100"):
+        base = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+        try:
+            tv_utils.download_and_extract_archive(base.url, str(root), filename=base.filename, md5=base.tgz_md5)
+        except (RuntimeError, OSError) as e:
+            raise DatasetMissingError(f"download: could not fetch {base.url} ({e})") from None
+    else:
+        raise ValueError(f"download: '{name}' has no files to fetch (allowed: fashion_mnist, cifar10, cifar100)")
+
+
 def load_dataset(name: str, root: str | os.PathLike = DATA_DIR, val_fraction: float = 0.1, split_seed: int = 0,
-                 train_subset: int | None = None, augment: bool = True, verify_checksums: bool = True) -> Splits:
+                 train_subset: int | None = None, augment: bool = True, verify_checksums: bool = True,
+                 download: bool = False) -> Splits:
     """Load `name` as deterministic train / val / test splits (val carved from the training set).
 
     Files are checked before use (CIFAR: the official md5 sums, unless `verify_checksums` is False, and a
     restricted unpickler; Fashion-MNIST: sizes, magic numbers, label range); a damaged file raises
-    DatasetError naming it, a missing one DatasetMissingError saying how to get it."""
+    DatasetError naming it, a missing one DatasetMissingError saying how to get it, unless `download` (off
+    by default) fetches the missing files first (`download_dataset`)."""
     if name not in DATASETS:
         raise ValueError(f"dataset: unknown '{name}', allowed: {', '.join(DATASETS)}")
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction: {val_fraction} is outside (0, 1)")
     if name == "digits":
         return _digits(val_fraction, split_seed, train_subset)
+    try:
+        return _from_files(name, str(root), val_fraction, split_seed, train_subset, augment, verify_checksums)
+    except DatasetMissingError:
+        if not download:
+            raise
+    download_dataset(name, root)
     return _from_files(name, str(root), val_fraction, split_seed, train_subset, augment, verify_checksums)
 
 

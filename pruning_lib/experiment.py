@@ -35,10 +35,10 @@ from .train import TrainRecipe, evaluate, pick_device, recalibrate_bn, seed_ever
 
 def _setting(cfg: dict) -> dict:
     """What decides a run folder's numbers: every field except the grid (methods, ratios, seeds) and where
-    things live (output_dir, checkpoint_dir, device), with the recipes' defaults filled in, plus the number
-    of processes (a different global batch and curvature data give other numbers)."""
+    things live or come from (output_dir, checkpoint_dir, device, download), with the recipes' defaults
+    filled in, plus the number of processes (a different global batch and curvature data give other numbers)."""
     out = {k: v for k, v in cfg.items()
-           if k not in ("methods", "ratios", "seeds", "output_dir", "checkpoint_dir", "device")}
+           if k not in ("methods", "ratios", "seeds", "output_dir", "checkpoint_dir", "device", "download")}
     for key in ("baseline", "finetune"):
         if isinstance(out.get(key), dict):
             out[key] = {**asdict(TrainRecipe()), **out[key]}
@@ -101,7 +101,8 @@ def run(cfg: Config, smoke: bool = False, progress: bool = True, shard: tuple[in
     todo = [k for k in (grid if shard is None else shard_rows(grid, *shard)) if (k[1], k[2], k[0]) not in done]
     device = local_device() or pick_device(cfg.device)
     splits = random_splits(cfg.dataset) if smoke else load_dataset(
-        cfg.dataset, cfg.data_root or DATA_DIR, cfg.val_fraction, split_seed=0, train_subset=cfg.train_subset)
+        cfg.dataset, cfg.data_root or DATA_DIR, cfg.val_fraction, split_seed=0, train_subset=cfg.train_subset,
+        download=cfg.download)
     progress = progress and is_main()
 
     def write() -> None:

@@ -155,9 +155,12 @@ def test_group_score_is_the_sum_of_its_producers():
     assert torch.allclose(groups[stem.root], (layer["conv1"] + layer["layer1.0.conv2"]).double())
     assert {"bn1", "layer1.0.bn2"} <= set(stem.norms)
     assert {"layer1.0.conv1", "layer2.0.conv1", "layer2.0.shortcut.0"} <= set(stem.consumers)
-    normed = pruner.group_scores(layer, normalize=True)
-    by_hand = layer["conv1"] / layer["conv1"].sum() + layer["layer1.0.conv2"] / layer["layer1.0.conv2"].sum()
-    assert torch.allclose(normed[stem.root], by_hand.double())
+    for how, scale in (("sum", torch.sum), ("mean", torch.mean)):
+        normed = pruner.group_scores(layer, normalize=how)
+        by_hand = layer["conv1"] / scale(layer["conv1"]) + layer["layer1.0.conv2"] / scale(layer["layer1.0.conv2"])
+        assert torch.allclose(normed[stem.root], by_hand.double())
+    with pytest.raises(ValueError, match="normalize"):
+        pruner.group_scores(layer, normalize=True)
 
 
 def test_removing_zero_channels_leaves_outputs_unchanged():
@@ -416,3 +419,27 @@ def test_a_later_step_rescores_the_pruned_model(monkeypatch):
     ctx = PruneContext(loader(), INPUT, count_params(model), seed=0)
     METHODS["taylor"].fn(copy.deepcopy(model), ctx, 0.8, num_batches=1, steps=3)
     assert len(seen) == 3 and seen[0] > seen[1] > seen[2]
+
+
+@pytest.mark.parametrize("method", ["l1", "taylor"])
+@pytest.mark.parametrize("target", [0.5, 0.7, 0.9])
+def test_round_to_keeps_multiples_and_still_hits_the_target(method, target):
+    """round_to 8: every kept width is a multiple of 8 (or the layer's whole width), in the pruned model's
+    own layers, and the target is still met within one point (on widths 64 / 128 / 256: at 16 / 32 / 64 one
+    block of 8 channels is too coarse for a 1-point target after three steps)."""
+    torch.manual_seed(0)
+    model = trained_like(build_model("resnet8", 4, 1, 10))
+    widths = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    ctx = PruneContext(loader(), INPUT, count_params(model), seed=0)
+    options = {**METHODS[method].options, "round_to": 8, **({"num_batches": 1} if method == "taylor" else {})}
+    result = METHODS[method].fn(copy.deepcopy(model), ctx, target, **options)
+    assert abs(result.achieved_param_ratio - target) <= 0.01
+    for n, m in result.model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            assert m.out_channels % 8 == 0 or m.out_channels == widths[n], (n, m.out_channels)
+    assert all(k % 8 == 0 or k == result.info["group_sizes"][r] for r, k in result.info["kept_channels"].items())
+
+
+def test_round_to_is_checked():
+    with pytest.raises(ValueError, match="round_to"):
+        ch.ChannelPruner(resnet8(), INPUT, round_to=0)

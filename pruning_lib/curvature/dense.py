@@ -2,6 +2,8 @@
 oracles; memory grows as the square of the parameter count, so keep models to a few thousand parameters)."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,7 +33,9 @@ def dense_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.T
     """∇²_θ of the mean cross-entropy on (x, y), eval mode, P x P."""
     model.eval()
     f, flat0 = _flat_call(model)
-    return hessian(lambda p: F.cross_entropy(f(p, x), y))(flat0)
+    with warnings.catch_warnings():  # torch.func's forward-mode step imports a module that calls torch.jit.script
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
+        return hessian(lambda p: F.cross_entropy(f(p, x), y))(flat0)
 
 
 def dense_fisher(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

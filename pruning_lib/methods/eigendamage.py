@@ -172,9 +172,9 @@ def _floored(eig: torch.Tensor) -> torch.Tensor:
 def frobenius_layer_scores(module: nn.Module, name: str, pixels: tuple[int, int] = (1, 1)) -> LayerScores:
     """The Frobenius (curvature-blind) counterpart of `layer_scores`: Q_G / Q_A are the left singular vectors of
     the mode-0 (C_out x C_in·k²) and mode-1 (C_in x C_out·k²) unfoldings of W (torch.linalg.svd; truncated HOSVD
-    / Tucker-2 without ALS) and λ_A = λ_G = 1, so a direction's score is its squared singular value, the
-    ‖ΔW‖²_F of removing it. `rebuild` with a plan's ranks then keeps the top singular subspaces at equal cost.
-    lowrank's Tucker / SVD is not used: that module does not exist yet in this checkout."""
+    / Tucker-2 without ALS, the subspaces of `lowrank.tucker2(W, ranks, n_iter=0)`) and λ_A = λ_G = 1, so a
+    direction's score is its squared singular value, the ‖ΔW‖²_F of removing it. `rebuild` with a plan's ranks
+    then keeps the top singular subspaces at equal cost, in the same 1x1 -> core -> 1x1 form as EigenDamage."""
     w = _core(module).weight.detach().double()
     w3 = w.reshape(w.shape[0], w.shape[1], -1)
     Q_G = torch.linalg.svd(w3.reshape(w3.shape[0], -1), full_matrices=True)[0]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from matplotlib.ticker import EngFormatter, MaxNLocator
 
 from ..methods.eigendamage import LayerScores
 
@@ -72,4 +73,19 @@ def plot_importance_curves(ax, layers: list[LayerScores], threshold: float) -> l
     ax.set(title="sorted direction importance per layer", xlabel="rank / number of directions",
            ylabel="importance Δwᵀ(G⊗A)Δw (2 × predicted Δloss, nats)")
     ax.legend(fontsize=6, ncol=2)
+    return artists
+
+
+def plot_accuracy_vs_flops(ax, flops: list[float], curves: dict[str, list[float]], title: str = "accuracy vs compute",
+                           ylabel: str = "test accuracy (%)") -> list:
+    """One line per named curve of accuracy over FLOPs per image (2 x MACs), on a linear axis with engineering
+    tick labels ("800 kFLOPs", "1.2 MFLOPs": matplotlib's EngFormatter, at most 5 ticks, so they never overlap
+    the way a log axis spanning less than a decade labels its minor ticks); the right end is the unpruned net."""
+    artists = []
+    for name, y in curves.items():
+        artists += ax.plot(flops, y, "o-", label=name)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+    ax.xaxis.set_major_formatter(EngFormatter(unit="FLOPs"))
+    ax.set(title=title, xlabel="FLOPs per image (2 x MACs)", ylabel=ylabel)
+    ax.legend(fontsize=8)
     return artists

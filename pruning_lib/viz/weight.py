@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 
 
 def show_images(axes, images: torch.Tensor, labels, title: str = "") -> list:
@@ -36,8 +37,26 @@ def plot_layer_bars(ax, values: dict[str, float], title: str, ylabel: str, label
     x = np.arange(len(values)) + offset
     bars = ax.bar(x, list(values.values()), width=width, label=label)
     ax.set_xticks(np.arange(len(values)), list(values), rotation=90, fontsize=7)
-    ax.set(title=title, ylabel=ylabel)
+    ax.set(title=title, xlabel="layer", ylabel=ylabel)
     return list(bars)
+
+
+def plot_weight_matrix(ax, weight: torch.Tensor, title: str, mask: torch.Tensor | None = None,
+                       pruned_color: str = "black") -> list:
+    """Heat map of a weight tensor as (output channel) x (everything else), on a diverging scale symmetric
+    about 0. With `mask` (same shape, 0 = pruned), the pruned entries are drawn in `pruned_color` (a masked
+    array and the colour map's "bad" colour) instead of as the white of w = 0, and the title says so."""
+    w = weight.detach().cpu().double().reshape(weight.shape[0], -1).numpy()
+    limit = float(np.abs(w).max()) or 1.0
+    cmap = colormaps["RdBu_r"].copy()
+    if mask is not None:
+        pruned = mask.detach().cpu().reshape(weight.shape[0], -1).numpy() == 0
+        w = np.ma.masked_array(w, mask=pruned)
+        cmap.set_bad(pruned_color)
+        title = f"{title}\n{pruned_color}: pruned (mask = 0), {int(pruned.sum())} of {pruned.size}"
+    im = ax.imshow(w, cmap=cmap, vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
+    ax.set(title=title, xlabel="input channel x kernel position (index)", ylabel="output channel")
+    return [im, ax.figure.colorbar(im, ax=ax, label="weight value")]
 
 
 def plot_weight_histogram(ax, before: torch.Tensor, after: torch.Tensor, bins: int = 80) -> list:

@@ -1,4 +1,5 @@
-"""Channel pruning widgets (notebooks 02, 03): sliders only re-threshold cached scores."""
+"""Channel pruning widgets (notebooks 02, 03): sliders only re-threshold cached scores; they redraw their figures
+when released (continuous_update=False), not at every step of a drag."""
 from __future__ import annotations
 
 import ipywidgets as W
@@ -36,7 +37,8 @@ def kept_channels_widget(pruner: ChannelPruner, scores: dict[str, dict[str, torc
         return view
 
     return W.interactive(show, criterion=W.Dropdown(options=list(scores), description="criterion"),
-                         ratio=W.FloatSlider(value=0.5, min=0.0, max=max_ratio, step=0.05, description="ratio"))
+                         ratio=W.FloatSlider(value=0.5, min=0.0, max=max_ratio, step=0.05, description="ratio",
+                                             continuous_update=False))
 
 
 def removed_overlap_view(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], layer: str, ratio: float) -> dict:
@@ -70,4 +72,5 @@ def overlap_widget(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], label
         return view
 
     return W.interactive(show, layer=W.Dropdown(options=list(a), description="layer"),
-                         ratio=W.FloatSlider(value=0.5, min=0.0, max=0.9, step=0.05, description="ratio"))
+                         ratio=W.FloatSlider(value=0.5, min=0.0, max=0.9, step=0.05, description="ratio",
+                                             continuous_update=False))

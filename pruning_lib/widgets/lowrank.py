@@ -25,7 +25,8 @@ def svd_rank_view(info: LayerInfo, rank: int) -> dict:
 
 
 def svd_rank_widget(info: LayerInfo):
-    """Rank slider: the spectrum with the kept part highlighted, retained energy, error / params / MACs in titles."""
+    """Rank slider: the spectrum with the kept part highlighted, retained energy, error / params / MACs in titles.
+    The figure is redrawn when the slider is released (continuous_update=False), from the cached spectrum only."""
 
     def show(rank: int) -> dict:
         view = svd_rank_view(info, rank)
@@ -40,4 +41,5 @@ def svd_rank_widget(info: LayerInfo):
         return view
 
     full = len(info.spectra[0])
-    return W.interactive(show, rank=W.IntSlider(value=max(1, full // 4), min=1, max=full, description="rank"))
+    return W.interactive(show, rank=W.IntSlider(value=max(1, full // 4), min=1, max=full, description="rank",
+                                                continuous_update=False))

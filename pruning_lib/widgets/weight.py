@@ -17,7 +17,8 @@ def sparsity_view(model, evaluate_fn, sparsity: float, scope: str = "global") ->
 
 
 def sparsity_widget(model, evaluate_fn, max_sparsity: float = 0.95):
-    """Sparsity slider + scope dropdown: bar chart of per-layer sparsity, accuracy in the title."""
+    """Sparsity slider + scope dropdown: bar chart of per-layer sparsity, accuracy in the title (the slider
+    redraws when released, not while dragged)."""
 
     def show(sparsity: float, scope: str) -> dict:
         view = sparsity_view(model, evaluate_fn, sparsity, scope)
@@ -29,5 +30,7 @@ def sparsity_widget(model, evaluate_fn, max_sparsity: float = 0.95):
         plt.show()
         return view
 
-    return W.interactive(show, sparsity=W.FloatSlider(value=0.5, min=0.0, max=max_sparsity, step=0.05),
+    # continuous_update=False: every change prunes a copy and evaluates it, so redraw once the slider is released
+    return W.interactive(show, sparsity=W.FloatSlider(value=0.5, min=0.0, max=max_sparsity, step=0.05,
+                                                      continuous_update=False),
                          scope=W.Dropdown(options=["global", "layer"], value="global"))

@@ -23,7 +23,7 @@ from ...checks import check_positive_int, checked
 from ...distributed import all_reduce_count, all_reduce_sum
 from ...modes import eval_mode
 from ...pruner import PruneContext, PruneResult
-from .groups import GROUP_REDUCTIONS, ChannelPruner, run_channel_method
+from .groups import GROUP_REDUCTIONS, NORMALIZATIONS, ChannelPruner, run_channel_method
 
 
 def l1_scores(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
@@ -64,31 +64,32 @@ def random_group_scores(pruner: ChannelPruner, seed: int = 0) -> dict[str, torch
     return {gr.root: torch.rand(gr.size, generator=g, dtype=torch.float64) for gr in pruner.groups}
 
 
-@checked(group_reduce=GROUP_REDUCTIONS)
+@checked(group_reduce=GROUP_REDUCTIONS, normalize=NORMALIZATIONS)
 def prune_l1(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9,
-             normalize: bool = False, group_reduce: str = "sum", steps: int = 1) -> PruneResult:
+             normalize: str = "mean", group_reduce: str = "sum", steps: int = 1,
+             round_to: int = 1) -> PruneResult:
     """Registry entry: remove the channels with the smallest summed L1 norm (global threshold)."""
     return run_channel_method(model, ctx, target, layer_cap,
                               lambda p: p.group_scores(l1_scores(model, p.producers), normalize, group_reduce),
                               info={"criterion": "l1", "normalize": normalize, "group_reduce": group_reduce},
-                              steps=steps)
+                              steps=steps, round_to=round_to)
 
 
-@checked(group_reduce=GROUP_REDUCTIONS)
+@checked(group_reduce=GROUP_REDUCTIONS, normalize=NORMALIZATIONS)
 def prune_taylor(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9,
-                 num_batches: int = 4, normalize: bool = False, group_reduce: str = "sum",
-                 steps: int = 3) -> PruneResult:
+                 num_batches: int = 4, normalize: str = "mean", group_reduce: str = "sum",
+                 steps: int = 3, round_to: int = 1) -> PruneResult:
     """Registry entry: remove the channels with the smallest first-order Taylor saliency."""
     return run_channel_method(model, ctx, target, layer_cap,
                               lambda p: p.group_scores(taylor_scores(model, p.producers, ctx.loader, num_batches),
                                                        normalize, group_reduce),
                               info={"criterion": "taylor", "normalize": normalize, "group_reduce": group_reduce},
-                              steps=steps)
+                              steps=steps, round_to=round_to)
 
 
 @checked()
 def prune_random(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9,
-                 steps: int = 1) -> PruneResult:
+                 steps: int = 1, round_to: int = 1) -> PruneResult:
     """Registry entry: remove uniformly random channels (seeded by ctx.seed), same threshold machinery."""
     return run_channel_method(model, ctx, target, layer_cap, lambda p: random_group_scores(p, ctx.seed),
-                              info={"criterion": "random"}, steps=steps)
+                              info={"criterion": "random"}, steps=steps, round_to=round_to)

@@ -37,7 +37,7 @@ from ...checks import checked
 from ...curvature import compute_kfac, diagonal_fisher
 from ...curvature.kfac import FISHERS
 from ...pruner import PruneContext, PruneResult
-from .groups import GROUP_REDUCTIONS, ChannelPruner, Selection, run_channel_method
+from .groups import GROUP_REDUCTIONS, NORMALIZATIONS, ChannelPruner, Selection, is_depthwise, run_channel_method
 
 SALIENCIES = ("diag", "kron")
 
@@ -120,6 +120,8 @@ def apply_obs_correction(pruner: ChannelPruner, factors: dict[str, dict[str, tor
     for g in pruner.groups:
         kept = set(plan[g.root].tolist())
         for n, idxs, root_idxs in g.producers:
+            if n not in factors:  # a producer without K-FAC factors (depthwise): removed without correction
+                continue
             m = modules[n]
             w = weight_matrix(m)
             removed = torch.tensor([i for i, r in zip(idxs, root_idxs) if r not in kept], dtype=torch.long,
@@ -138,29 +140,33 @@ def apply_obs_correction(pruner: ChannelPruner, factors: dict[str, dict[str, tor
     return change
 
 
-@checked(fisher=FISHERS, group_reduce=GROUP_REDUCTIONS)
+@checked(fisher=FISHERS, group_reduce=GROUP_REDUCTIONS, normalize=NORMALIZATIONS)
 def prune_obd(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9, num_examples: int = 256,
-              fisher: str = "true", normalize: bool = True, group_reduce: str = "sum", steps: int = 3) -> PruneResult:
+              fisher: str = "true", normalize: str = "mean", group_reduce: str = "sum", steps: int = 3,
+              round_to: int = 1) -> PruneResult:
     """Registry entry: C-OBD, remove the channels with the smallest Σ W² F (diagonal Fisher); `normalize`
-    divides each layer's saliencies by their sum first (ChannelPruner.group_scores)."""
+    rescales each layer's saliencies first (ChannelPruner.group_scores)."""
     return run_channel_method(model, ctx, target, layer_cap,
                               lambda p: p.group_scores(obd_scores(model, p.producers, ctx.loader, num_examples,
                                                                   fisher), normalize, group_reduce),
                               info={"criterion": "obd", "normalize": normalize, "group_reduce": group_reduce},
-                              steps=steps)
+                              steps=steps, round_to=round_to)
 
 
-@checked(fisher=FISHERS, saliency=SALIENCIES, group_reduce=GROUP_REDUCTIONS)
+@checked(fisher=FISHERS, saliency=SALIENCIES, group_reduce=GROUP_REDUCTIONS, normalize=NORMALIZATIONS)
 def prune_obs(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9, num_batches: int = 4,
               fisher: str = "true", damping: float = 1e-2, saliency: str = "diag",
-              correction: bool = True, normalize: bool = True, group_reduce: str = "sum",
-              steps: int = 3) -> PruneResult:
+              correction: bool = True, normalize: str = "mean", group_reduce: str = "sum",
+              steps: int = 3, round_to: int = 1) -> PruneResult:
     """Registry entry: C-OBS with im2col K-FAC; with `correction` the kept weights of each producer get the
     OBS update ΔW = -G⁻¹[:, R] ([G⁻¹]_RR)⁻¹ W_R before the channels R are removed."""
     state: dict[str, Any] = {}
 
     def score(p: ChannelPruner) -> dict[str, torch.Tensor]:
-        state["factors"] = obs_factors(model, p.producers, ctx.loader, num_batches, fisher, damping)
+        modules = dict(model.named_modules())  # K-FAC has no factors for depthwise convs: they are not scored
+        state["skipped"] = [n for n in p.producers if is_depthwise(modules[n])]
+        names = [n for n in p.producers if n not in state["skipped"]]
+        state["factors"] = obs_factors(model, names, ctx.loader, num_batches, fisher, damping)
         return p.group_scores(obs_scores(model, state["factors"], saliency), normalize, group_reduce)
 
     def correct(p: ChannelPruner, sel: Selection) -> None:
@@ -168,8 +174,10 @@ def prune_obs(model: nn.Module, ctx: PruneContext, target: float, layer_cap: flo
 
     result = run_channel_method(model, ctx, target, layer_cap, score, correct,
                                 info={"criterion": "obs", "saliency": saliency, "correction": correction,
-                                      "normalize": normalize, "group_reduce": group_reduce}, steps=steps)
+                                      "normalize": normalize, "group_reduce": group_reduce},
+                                steps=steps, round_to=round_to)
     result.info["relative_correction"] = state["change"]
+    result.info["skipped"] = state["skipped"]  # depthwise producers: not scored, not corrected, still sliced
     return result
 
 

@@ -1,0 +1,119 @@
+"""Our channel pruning beside Torch-Pruning's (1.6.x) on the ranking benchmark's baselines.
+
+    python benchmarks/torch_pruning_side_by_side.py [--config configs/fashion_mnist_ranking.json]
+        [--targets 0.7 0.9] [--seeds 0 1 2]
+
+Both sides start from the same cached baseline per seed, remove the same fraction of parameters (Torch-Pruning's
+global `pruning_ratio` is a channel ratio: it is bisected until the parameter reduction is within one point of
+the target), then get the same BatchNorm re-estimation, fine-tuning recipe and test evaluation as the runner's
+rows. Torch-Pruning: `MetaPruner(global_pruning=True)` with GroupMagnitudeImportance(p=1) / GroupTaylorImportance
+/ RandomImportance, its defaults group_reduction="mean", normalizer="mean". Ours: l1 (a group's score is the
+SUM of its producers' L1 norms), l1 with group_reduce "mean", taylor and random. Prints fine-tuned test
+accuracy (%), mean ± std over seeds, and the kept widths of seed 0 at the highest target.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pruning_lib.config import load_config  # noqa: E402
+from pruning_lib.data import DATA_DIR, load_dataset, make_loader  # noqa: E402
+from pruning_lib.metrics import count_params  # noqa: E402
+from pruning_lib.models import classifier_of  # noqa: E402
+from pruning_lib.pruner import PruneContext  # noqa: E402
+from pruning_lib.registry import method_of  # noqa: E402
+from pruning_lib.train import evaluate, recalibrate_bn, seed_everything, train, train_baseline  # noqa: E402
+
+TP_IMPORTANCE = {"tp_l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
+                 "tp_taylor": lambda: tp.importance.GroupTaylorImportance(),
+                 "tp_random": lambda: tp.importance.RandomImportance()}
+OURS = {"l1": {}, "l1@mean": {"group_reduce": "mean"}, "taylor": {}, "random": {}}
+
+
+def tp_prune(model, name: str, target: float, loader, input_shape) -> torch.nn.Module:
+    """Torch-Pruning's global MetaPruner at the channel ratio whose parameter reduction is closest to `target`."""
+    base = count_params(model)
+    x = torch.zeros(1, *input_shape)
+    batch = next(iter(loader))
+
+    def pruned(ratio: float):
+        m = copy.deepcopy(model).eval()
+        imp = TP_IMPORTANCE[name]()
+        pruner = tp.pruner.MetaPruner(m, x, importance=imp, global_pruning=True, pruning_ratio=ratio,
+                                      ignored_layers=[classifier_of(m)])
+        if name == "tp_taylor":  # Taylor reads the gradients of one batch
+            m.zero_grad()
+            F.cross_entropy(m(batch[0]), batch[1]).backward()
+        pruner.step()
+        return m, 1 - count_params(m) / base
+
+    lo, hi = 0.0, 0.99
+    best = None
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        m, got = pruned(mid)
+        if best is None or abs(got - target) < abs(best[1] - target):
+            best = (m, got)
+        lo, hi = (mid, hi) if got < target else (lo, mid)
+    if abs(best[1] - target) > 0.01:
+        raise RuntimeError(f"{name}: reached {best[1]:.3f}, not {target}")
+    return best[0]
+
+
+def widths(model) -> list[int]:
+    return [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/fashion_mnist_ranking.json")
+    ap.add_argument("--targets", type=float, nargs="+", default=[0.7, 0.9])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = ap.parse_args()
+    cfg = load_config(args.config)
+    splits = load_dataset(cfg.dataset, cfg.data_root or DATA_DIR, cfg.val_fraction, 0, cfg.train_subset)
+    device = torch.device("cpu")
+    val, test = make_loader(splits.val, 256), make_loader(splits.test, 256)
+    acc: dict[tuple[str, float], list[float]] = {}
+    kept: dict[str, list[int]] = {}
+    for seed in args.seeds:
+        base = train_baseline(splits, cfg.model, cfg.width, cfg.baseline_recipe(), seed, device,
+                              DATA_DIR / "checkpoints", False).model
+        for target in args.targets:
+            for name in list(OURS) + list(TP_IMPORTANCE):
+                seed_everything(seed)
+                loader = make_loader(splits.train, cfg.score_batch_size, shuffle=True, seed=seed)
+                if name in OURS:
+                    spec = method_of(name)
+                    ctx = PruneContext(loader, splits.input_shape, count_params(base), seed)
+                    model = spec.fn(copy.deepcopy(base), ctx, target, **{**spec.options, **OURS[name]}).model
+                else:
+                    model = tp_prune(base, name, target, loader, splits.input_shape)
+                recalibrate_bn(model, loader, cfg.bn_recalibration_batches)
+                recipe = cfg.finetune_recipe()
+                train(model, make_loader(splits.train, recipe.batch_size, shuffle=True, seed=seed), recipe, val,
+                      progress=False)
+                acc.setdefault((name, target), []).append(evaluate(model, test)["acc"])
+                if seed == args.seeds[0] and target == max(args.targets):
+                    kept[name] = widths(model)
+                print(f"seed {seed} target {target:.0%} {name:8s} {acc[(name, target)][-1]:.2f}", flush=True)
+    fmt = lambda v: f"{statistics.mean(v):.2f} ± {statistics.stdev(v):.2f}" if len(v) > 1 else f"{v[0]:.2f}"  # noqa: E731
+    print(f"\n| method | " + " | ".join(f"{t:.0%}" for t in args.targets) + " |")
+    print("|:--|" + "--:|" * len(args.targets))
+    for name in list(OURS) + list(TP_IMPORTANCE):
+        print(f"| {name} | " + " | ".join(fmt(acc[(name, t)]) for t in args.targets) + " |")
+    print(f"\nconv output widths, seed {args.seeds[0]}, target {max(args.targets):.0%}:")
+    for name, w in kept.items():
+        print(f"  {name:8s} {w}")
+
+
+if __name__ == "__main__":
+    main()
