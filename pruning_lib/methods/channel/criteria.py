@@ -77,7 +77,7 @@ def prune_l1(model: nn.Module, ctx: PruneContext, target: float, layer_cap: floa
 
 @checked(group_reduce=GROUP_REDUCTIONS, normalize=NORMALIZATIONS)
 def prune_taylor(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9,
-                 num_batches: int = 4, normalize: str = "mean", group_reduce: str = "sum",
+                 num_batches: int = 4, normalize: str = "sum", group_reduce: str = "sum",
                  steps: int = 3, round_to: int = 1) -> PruneResult:
     """Registry entry: remove the channels with the smallest first-order Taylor saliency."""
     return run_channel_method(model, ctx, target, layer_cap,

@@ -142,7 +142,7 @@ def apply_obs_correction(pruner: ChannelPruner, factors: dict[str, dict[str, tor
 
 @checked(fisher=FISHERS, group_reduce=GROUP_REDUCTIONS, normalize=NORMALIZATIONS)
 def prune_obd(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9, num_examples: int = 256,
-              fisher: str = "true", normalize: str = "mean", group_reduce: str = "sum", steps: int = 3,
+              fisher: str = "true", normalize: str = "sum", group_reduce: str = "sum", steps: int = 3,
               round_to: int = 1) -> PruneResult:
     """Registry entry: C-OBD, remove the channels with the smallest Σ W² F (diagonal Fisher); `normalize`
     rescales each layer's saliencies first (ChannelPruner.group_scores)."""
@@ -156,7 +156,7 @@ def prune_obd(model: nn.Module, ctx: PruneContext, target: float, layer_cap: flo
 @checked(fisher=FISHERS, saliency=SALIENCIES, group_reduce=GROUP_REDUCTIONS, normalize=NORMALIZATIONS)
 def prune_obs(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9, num_batches: int = 4,
               fisher: str = "true", damping: float = 1e-2, saliency: str = "diag",
-              correction: bool = True, normalize: str = "mean", group_reduce: str = "sum",
+              correction: bool = True, normalize: str = "sum", group_reduce: str = "sum",
               steps: int = 3, round_to: int = 1) -> PruneResult:
     """Registry entry: C-OBS with im2col K-FAC; with `correction` the kept weights of each producer get the
     OBS update ΔW = -G⁻¹[:, R] ([G⁻¹]_RR)⁻¹ W_R before the channels R are removed."""
