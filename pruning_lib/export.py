@@ -12,8 +12,8 @@ EigenDamage models nest them in nn.Sequential subclasses; weight-pruned ones car
 Safety of the save / load paths: `torch.export.load` reads its own archive format (a serialized graph and
 tensors, no pickled Python objects to run), and an ONNX file is a protobuf graph; both are safe to load from
 an untrusted source in the sense that loading runs no Python code from the file. `channel.load_pruned`
-reads with `torch.load(weights_only=True)`; `torch.save(model)` / `torch.load(weights_only=False)` of a
-whole module unpickles classes and must only be used on files you trust.
+reads with `torch.load(weights_only=True)`. A whole module saved with `torch.save(model)` can only be read
+back by unpickling its classes, which runs code from the file: keep that for files you made yourself.
 """
 from __future__ import annotations
 
