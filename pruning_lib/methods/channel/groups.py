@@ -22,8 +22,9 @@ them 1–2.5 points at 50–80 %, while removing more FLOPs).
 
 Threshold. Every group channel scoring <= t is removed, except that each group keeps at least
 max(1, ceil((1 - layer_cap) · C)) channels (its highest-scoring ones), C its width in the unpruned model:
-a ratio that would empty a layer is capped instead. The parameter count after pruning is a closed-form function of the kept channel counts
-(`ChannelPruner.cost`), so t is found by bisection over the sorted scores without pruning repeatedly;
+a ratio that would empty a layer is capped instead. The parameter count after pruning is a closed-form
+function of the kept channel counts (`ChannelPruner.cost`), so t is found by bisection over the sorted
+scores without pruning repeatedly;
 `target` (fraction of the unpruned model's parameters removed) is hit within one percentage point.
 
 Steps. With `steps` S > 1 the target is approached in S prune-and-rescore steps, step k removing
@@ -259,9 +260,9 @@ class ChannelPruner:
         """Group saliency of channel i from its producers' saliencies s_p(i) (float64, CPU): their sum
         (`reduce` "sum", the default), mean or max. `normalize` first rescales each producer's saliencies:
         "mean", s_p(i) / mean_j s_p(j); "sum", s_p(i) / Σ_j s_p(j); "none", as they are (module docstring:
-        why "mean" is every criterion's default). Producers missing from `layer_scores` (a layer the criterion
-        cannot score, e.g. a depthwise conv for K-FAC) do not take part; a group with no scored producer is an
-        error."""
+        why L1 defaults to "mean" and Taylor / C-OBD / C-OBS to "sum"). Producers missing from `layer_scores`
+        (a layer the criterion cannot score, e.g. a depthwise conv for K-FAC) do not take part; a group with no
+        scored producer is an error."""
         check_choice(reduce, GROUP_REDUCTIONS, "group_reduce")
         check_choice(normalize, NORMALIZATIONS, "normalize")
         out = {}
