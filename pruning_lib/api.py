@@ -12,7 +12,8 @@ from .metrics import count_params
 from .pruner import PruneContext, PruneResult
 from .registry import METHODS
 
-NEEDS_DATA = {"taylor", "obd", "obs", "eigendamage"}  # the methods whose scores come from training batches
+# the methods whose scores come from training batches
+NEEDS_DATA = {"taylor", "obd", "obs", "eigendamage", "improved_eigendamage"}
 
 
 def prune(model: nn.Module, method: str, target: float, loader: DataLoader | None = None,

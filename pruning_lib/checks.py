@@ -13,7 +13,9 @@ import math
 from typing import Any, Callable
 
 TOLERANCE = 0.01  # every method hits its target within one percentage point
-FRACTIONS = {"layer_cap": "the largest fraction of a layer's channels or directions removed"}  # in [0, 1)
+FRACTIONS = {"layer_cap": "the largest fraction of a layer's channels or directions removed",  # in [0, 1)
+             "finetune_share": "the share of the runner's fine-tuning steps spent between pruning steps",
+             "regrow": "the share of a pruning step planned beyond its target and brought back"}
 INT_MINIMUM = {"hooi_iters": 0}  # integer options are counts >= 1 except these (0 HOOI steps = truncated HOSVD)
 
 

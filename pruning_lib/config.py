@@ -124,6 +124,8 @@ def _check_recipe(name: str, recipe: Any) -> None:
     _int(f"{name}.max_steps_per_epoch", r["max_steps_per_epoch"], 1, null=True)
     if not isinstance(r["select_on_val"], bool):
         _fail(f"{name}.select_on_val", f"{r['select_on_val']!r} must be true or false")
+    _number(f"{name}.distill_weight", r["distill_weight"], 0.0, 1.0,  " (0 = no distillation)")
+    _number(f"{name}.distill_temperature", r["distill_temperature"], 1e-6)
 
 
 def _check_device(device: Any) -> None:

@@ -14,7 +14,7 @@ import json
 import math
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
@@ -30,7 +30,8 @@ from .metrics import compression_summary, count_macs, count_params, measure_late
 from .pruner import PruneContext, TargetUnreachable
 from .registry import method_of
 from .results import TIMING, failed_row, read_rows, results_frame, shard_file_name, write_rows, write_summaries
-from .train import TrainRecipe, evaluate, pick_device, recalibrate_bn, seed_everything, train, train_baseline
+from .train import (TrainRecipe, distillation_loss, evaluate, pick_device, recalibrate_bn, seed_everything,
+                    steps_per_epoch, train, train_baseline, train_steps)
 
 
 def _setting(cfg: dict) -> dict:
@@ -59,8 +60,14 @@ def _prepare_run_dir(cfg: Config, run_dir: Path) -> None:
             raise ConfigError(f"exp_name: '{saved}' is damaged ({e}); delete it to adopt this config") from None
         defaults = asdict(Config(exp_name=cfg.exp_name))  # fields added since that folder was written
         theirs = _setting({**defaults, **theirs}) if isinstance(theirs, dict) else {}
-        if theirs != mine:
-            diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+        diff = sorted(k for k in mine if k != "method_options" and mine[k] != theirs.get(k))
+        # method_options may change for entries with no rows in the folder (a variant added to a finished run)
+        done = {r["method"] for path in [run_dir / "results.csv", *run_dir.glob("results.shard-*.csv")]
+                for r in read_rows(path)}
+        ours, old = mine["method_options"], theirs.get("method_options") or {}
+        changed = sorted(m for m in set(ours) | set(old) if ours.get(m) != old.get(m) and m in done)
+        diff += [f"method_options of {', '.join(changed)}"] if changed else []
+        if diff:
             raise ConfigError(f"exp_name: '{run_dir}' holds results of a different config (fields {', '.join(diff)}); "
                               "choose another exp_name or delete that folder")
     try:
@@ -165,20 +172,30 @@ def _row(cfg: Config, splits, base: nn.Module, method: str, ratio: float, seed: 
     # A fresh loader per row: a shared one would advance its shuffle generator, so a row's result would
     # depend on which rows ran before it (and a resumed run would differ from a full one).
     score_loader = make_loader(splits.train, cfg.score_batch_size, shuffle=True, seed=seed, shard="train")
+    recipe = cfg.finetune_recipe()
+    tune_loader = make_loader(splits.train, recipe.batch_size, shuffle=True, seed=seed, shard="train")
+    loss_fn = (distillation_loss(base, recipe.distill_weight, recipe.distill_temperature)
+               if recipe.distill_weight else None)
+    budget, used = recipe.epochs * steps_per_epoch(tune_loader, recipe), 0
     model = copy.deepcopy(base)
     if ratio > 0:
-        ctx = PruneContext(score_loader, splits.input_shape, ref[0], seed)
+        # A method with a schedule may spend part of the fine-tuning budget between its steps (ctx.finetune);
+        # the final fine-tune gets the rest, so the total is the same for every method.
+        ctx = PruneContext(score_loader, splits.input_shape, ref[0], seed,
+                           lambda m, n: train_steps(m, tune_loader, recipe, n, loss_fn, cfg.sync_batchnorm), budget)
         spec = method_of(method)  # "name" or a "name@label" variant with its own method_options
-        model = spec.fn(model, ctx, ratio, **{**spec.options, **cfg.method_options.get(method, {})}).model
+        result = spec.fn(model, ctx, ratio, **{**spec.options, **cfg.method_options.get(method, {})})
+        model, used = result.model, result.info.get("finetune_steps_used", 0)
     model = broadcast_state(model)
     seconds["seconds_prune"], t = time.perf_counter() - t0, time.perf_counter()
     recalibrate_bn(model, score_loader, cfg.bn_recalibration_batches)
     seconds["seconds_bn"], t = time.perf_counter() - t, time.perf_counter()
     acc_pruned = evaluate(model, loaders["test"])["acc"]
     seconds["seconds_eval"], t = time.perf_counter() - t, time.perf_counter()
-    recipe = cfg.finetune_recipe()
-    train(model, make_loader(splits.train, recipe.batch_size, shuffle=True, seed=seed, shard="train"), recipe,
-          loaders["val"], desc=f"{method} {ratio:.0%}", progress=progress, sync_batchnorm=cfg.sync_batchnorm)
+    if used:
+        recipe = replace(recipe, max_steps_per_epoch=max(1, (budget - used) // max(recipe.epochs, 1)))
+    train(model, tune_loader, recipe, loaders["val"], desc=f"{method} {ratio:.0%}", loss_fn=loss_fn,
+          progress=progress, sync_batchnorm=cfg.sync_batchnorm)
     seconds["seconds_finetune"], t = time.perf_counter() - t, time.perf_counter()
     acc_finetuned = evaluate(model, loaders["test"])["acc"]
     seconds["seconds_eval"] += time.perf_counter() - t

@@ -1,5 +1,5 @@
 """The call shape every pruning method shares, fn(model, ctx, target, **options) -> PruneResult, the
-registry's Method record, `finish` (measure a pruned model) and the threshold bisection."""
+registry's Method record, `finish` (measure a pruned model), the threshold bisection and width rounding."""
 from __future__ import annotations
 
 import inspect
@@ -16,12 +16,17 @@ from .metrics import count_macs, count_remaining_params
 @dataclass
 class PruneContext:
     """What a method may use besides the model: training batches for scores, the input shape, the
-    parameter count of the unpruned model (the reference for `target`), and a seed."""
+    parameter count of the unpruned model (the reference for `target`), a seed, and, from the runner, its
+    fine-tuning: `finetune(model, steps)` trains with the runner's recipe for that many optimizer steps, out of
+    a budget of `finetune_steps` (a method that uses some reports info["finetune_steps_used"] and the runner
+    fine-tunes for the rest, so every method gets the same total)."""
 
     loader: DataLoader
     input_shape: tuple[int, int, int]
     base_params: int
     seed: int = 0
+    finetune: Callable[[nn.Module, int], None] | None = None
+    finetune_steps: int = 0
 
 
 @dataclass
@@ -94,3 +99,10 @@ def closest_threshold(candidates: list[float], removed: Callable[[float], float]
         lo, hi = (mid, hi) if value(mid) < target else (lo, mid)
     best = min((lo, hi), key=lambda i: abs(value(i) - target))
     return candidates[best], value(best)
+
+
+def rounded_width(count: int, size: int, q: int) -> int:
+    """`count` channels (or ranks) rounded up to a multiple of q, at most the layer's `size`:
+    min(size, ⌈count / q⌉ · q) (widths that vectorised kernels run fast; q = 1: no rounding). Every `round_to`
+    option (channel groups, low-rank ranks, EigenDamage directions) rounds with it."""
+    return min(size, -(-count // q) * q)

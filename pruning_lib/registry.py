@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from .methods import eigendamage, lowrank, weight
+from .methods import eigendamage, improved, lowrank, weight
 from .methods.channel import criteria, second_order
 from .pruner import Method
 
@@ -22,6 +22,9 @@ METHODS: dict[str, Method] = {
     "eigendamage": Method(eigendamage.prune_eigendamage,
                           "EigenDamage: prune Kronecker-factored eigen-directions by K-FAC loss increase, "
                           "layers become 1x1 -> core -> 1x1", "eigen"),
+    "improved_eigendamage": Method(improved.prune_improved_eigendamage,
+                                   "EigenDamage with switchable ingredients: EKFAC scores, the subspace kept "
+                                   "(eigenbasis | tucker | whitened), cost budget, iterative schedule", "eigen"),
     "svd": Method(lowrank.prune_svd,
                   "truncated SVD: conv -> k x k (C_in -> r) + 1x1 (r -> C_out), linear -> two linears; "
                   "ranks by rank_rule (budget | energy | vbmf) fitted to the target", "lowrank"),

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +50,47 @@ class TrainRecipe:
     schedule: str = "cosine"  # "cosine" | "step" (x0.1 at 50 % and 75 % of the epochs)
     max_steps_per_epoch: int | None = None  # cut epochs short (smoke runs)
     select_on_val: bool = True  # keep the epoch with the best validation accuracy
+    distill_weight: float = 0.0  # > 0: fine-tune with knowledge distillation from the unpruned model
+    distill_temperature: float = 4.0
 
     def key(self) -> str:
-        """Short hash of the recipe, used to name cached checkpoints."""
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        """Short hash of the recipe, used to name cached checkpoints (the distillation fields count only when
+        distillation is on, so the keys of recipes written before they existed are unchanged)."""
+        fields_ = asdict(self)
+        if not self.distill_weight:
+            fields_.pop("distill_weight")
+            fields_.pop("distill_temperature")
+        return hashlib.sha1(json.dumps(fields_, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def distillation_loss(teacher: nn.Module, weight: float, temperature: float):
+    """loss_fn(model, x, y) for `train`: (1 − w) · CE(s, y) + w · T² · KL(softmax(t / T) ‖ softmax(s / T)) with s the
+    student's logits and t the frozen teacher's (Hinton, Vinyals & Dean 2015; T² keeps the gradient scale)."""
+    teacher.eval()
+
+    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = model(x)
+        with torch.no_grad():
+            target = F.softmax(teacher(x).float() / temperature, 1)
+        kl = F.kl_div(F.log_softmax(logits.float() / temperature, 1), target, reduction="batchmean")
+        return (1 - weight) * F.cross_entropy(logits, y) + weight * temperature ** 2 * kl
+    return loss_fn
+
+
+def train_steps(model: nn.Module, train_loader: DataLoader, recipe: TrainRecipe, steps: int, loss_fn=None,
+                sync_batchnorm: bool = False) -> None:
+    """Train `model` in place for `steps` optimizer steps with `recipe`'s optimizer and schedule (over those steps,
+    no validation selection): the fine-tuning between the steps of an iterative pruning schedule."""
+    epochs = -(-steps // max(steps_per_epoch(train_loader, recipe), 1))
+    short = replace(recipe, epochs=epochs, max_steps_per_epoch=-(-steps // epochs), select_on_val=False)
+    train(model, train_loader, short, None, desc="between steps", loss_fn=loss_fn, progress=False,
+          sync_batchnorm=sync_batchnorm)
+
+
+def steps_per_epoch(train_loader: DataLoader, recipe: TrainRecipe) -> int:
+    """Optimizer steps in one epoch of `recipe` on `train_loader`."""
+    return len(train_loader) if recipe.max_steps_per_epoch is None else min(len(train_loader),
+                                                                            recipe.max_steps_per_epoch)
 
 
 @torch.no_grad()
@@ -99,9 +136,8 @@ def train(model: nn.Module, train_loader: DataLoader, recipe: TrainRecipe, val_l
     progress = progress and is_main()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    steps_per_epoch = len(train_loader) if recipe.max_steps_per_epoch is None else min(
-        len(train_loader), recipe.max_steps_per_epoch)
-    total = max(1, recipe.epochs * steps_per_epoch)
+    per_epoch = steps_per_epoch(train_loader, recipe)
+    total = max(1, recipe.epochs * per_epoch)
     if recipe.schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     elif recipe.schedule == "step":
@@ -118,7 +154,7 @@ def train(model: nn.Module, train_loader: DataLoader, recipe: TrainRecipe, val_l
             sampler.set_epoch(epoch)
         running, seen = 0.0, 0
         for step, (x, y) in enumerate(train_loader):
-            if step >= steps_per_epoch:
+            if step >= per_epoch:
                 break
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with _autocast(device):

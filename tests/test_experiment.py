@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from pruning_lib import experiment
 from pruning_lib.config import ConfigError, load_config, validate
@@ -128,6 +129,44 @@ def test_resume_refuses_a_different_config(tmp_path):
     run(tiny(tmp_path, ratios=[0.0]), progress=False)
     with pytest.raises(ConfigError, match="different config"):
         run(tiny(tmp_path, ratios=[0.0], finetune={"epochs": 2}), progress=False)
+
+
+def test_a_variant_can_join_a_finished_run_but_finished_options_cannot_change(tmp_path):
+    run(tiny(tmp_path, methods=["l1"], ratios=[0.5]), progress=False)
+    joined = tiny(tmp_path, methods=["l1", "l1@raw"], ratios=[0.5], method_options={"l1@raw": {"normalize": "none"}})
+    assert set(run(joined, progress=False)["method"]) == {"l1", "l1@raw"}
+    with pytest.raises(ConfigError, match="method_options of l1@raw"):
+        run(tiny(tmp_path, methods=["l1", "l1@raw"], ratios=[0.5],
+                 method_options={"l1@raw": {"normalize": "sum"}}), progress=False)
+    with pytest.raises(ConfigError, match="method_options of l1"):
+        run(tiny(tmp_path, methods=["l1"], ratios=[0.5], method_options={"l1": {"steps": 2}}), progress=False)
+
+
+def test_a_schedule_shares_the_fine_tuning_budget(tmp_path, monkeypatch):
+    """improved_eigendamage's iterative schedule fine-tunes between its steps through ctx.finetune; the runner's
+    final fine-tune gets the rest, so the optimizer steps add up to the one-shot methods' budget."""
+    steps = []
+    real_sgd_step = torch.optim.SGD.step
+
+    def counting_step(self, *args, **kwargs):
+        if steps:  # the baseline trains before the first row
+            steps[-1] += 1
+        return real_sgd_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", counting_step)
+    real_row = experiment._row
+
+    def counted_row(*args, **kwargs):
+        steps.append(0)
+        return real_row(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "_row", counted_row)
+    cfg = tiny(tmp_path, methods=["eigendamage", "improved_eigendamage@it"], ratios=[0.5], measure_latency=False,
+               method_options={"improved_eigendamage@it": {"schedule": "iterative", "steps": 3, "num_examples": 64}})
+    df = run(cfg, progress=False)
+    assert (df["status"] == "ok").all() and len(steps) == 2
+    assert steps[0] == steps[1] > 0  # same number of optimizer steps, split differently
+    assert (df["finetune_epochs"] == cfg.finetune_recipe().epochs).all()
 
 
 def test_same_seed_same_numbers(tmp_path):

@@ -32,6 +32,10 @@ from ..modes import eval_mode
 
 FORMS = ("channel_patch", "im2col")
 FISHERS = ("true", "empirical")
+# compute_kfac's default largest factor side: 8192² in float64 is 512 MB, its eigh ~80 s on 2 CPU cores (4096: 9 s);
+# it forms 512-channel 3x3 convs in im2col (4608) and VGG's Linear(4096, 4096), skips VGG's Linear(25088, 4096).
+MAX_FACTOR = 8192
+PER_EXAMPLE_BUDGET = 2 ** 28  # diagonal_fisher: at most this many per-example gradient entries at once (1 GiB)
 
 
 def _check(form: str, fisher: str) -> None:
@@ -79,10 +83,12 @@ def _eigh(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 class KFAC(Mapping):
     """The K-FAC factors of a model's layers, by module name; `skipped` lists modules with parameters
-    that K-FAC does not cover (BatchNorm and other non Conv2d / Linear layers)."""
+    that K-FAC does not cover (BatchNorm and other non Conv2d / Linear layers, and the layers in `too_large`:
+    {name: why}, whose factors would exceed compute_kfac's max_factor)."""
 
-    def __init__(self, layers: dict[str, LayerKFAC], skipped: list[str], form: str):
+    def __init__(self, layers: dict[str, LayerKFAC], skipped: list[str], form: str, too_large: dict | None = None):
         self.layers, self.skipped, self.form = layers, skipped, form
+        self.too_large = too_large or {}
 
     def __getitem__(self, name: str) -> LayerKFAC:
         return self.layers[name]
@@ -189,18 +195,32 @@ def kfac_layers(model: nn.Module, layers: list[str] | None = None) -> tuple[dict
     return found, skipped
 
 
+def factor_sides(module: nn.Module, form: str) -> tuple[int, int]:
+    """(A side, G side) of a layer's factors: C_in (·k_h·k_w in im2col; a Linear's in_features) + 1 if bias, C_out."""
+    bias = int(module.bias is not None)
+    if isinstance(module, nn.Linear):
+        return module.in_features + bias, module.out_features
+    kk = module.kernel_size[0] * module.kernel_size[1] if form == "im2col" else 1
+    return module.in_channels * kk + bias, module.out_channels
+
+
 def compute_kfac(model: nn.Module, loader: DataLoader, form: str = "channel_patch", fisher: str = "true",
                  num_batches: int = 4, mc_samples: int = 1, damping: float = 0.0,
-                 layers: list[str] | None = None) -> KFAC:
+                 layers: list[str] | None = None, max_factor: int | None = MAX_FACTOR) -> KFAC:
     """K-FAC factors (A, G) of every Conv2d / Linear layer, averaged over `num_batches` batches.
 
     One forward pass per batch records inputs (forward hooks) and `mc_samples` backward passes record
     output gradients (gradient hooks on the layer outputs). `damping` γ adds √γ·I to both A and G. Factors live on the
-    model's device."""
+    model's device. A layer whose `factor_sides` exceed `max_factor` (None: no limit) goes to skipped / too_large."""
     _check(form, fisher)
     if num_batches < 1 or mc_samples < 1:
         raise ValueError(f"num_batches, mc_samples: must be >= 1 (got {num_batches}, {mc_samples})")
     modules, skipped = kfac_layers(model, layers)
+    sides = {n: factor_sides(m, form) for n, m in modules.items() if max_factor is not None}
+    too_large = {n: f"K-FAC factors A {a}x{a}, G {g}x{g} ({form}) exceed max_factor={max_factor}"
+                 for n, (a, g) in sides.items() if max(a, g) > max_factor}
+    modules = {n: m for n, m in modules.items() if n not in too_large}
+    skipped = skipped + list(too_large)
     device = next(model.parameters()).device
     a_sum = {n: None for n in modules}
     g_sum = {n: None for n in modules}
@@ -254,7 +274,7 @@ def compute_kfac(model: nn.Module, loader: DataLoader, form: str = "channel_patc
             A = A + damping ** 0.5 * torch.eye(A.shape[0], device=device)
             G = G + damping ** 0.5 * torch.eye(G.shape[0], device=device)
         out[n] = LayerKFAC(n, m, A, G, form, m.bias is not None)
-    return KFAC(out, skipped, form)
+    return KFAC(out, skipped, form, too_large)
 
 
 def per_example_weight_grads(module: nn.Module, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -274,11 +294,19 @@ def per_example_weight_grads(module: nn.Module, x: torch.Tensor, g: torch.Tensor
     return grad
 
 
+def rotated_square_sum(grad: torch.Tensor, Q_A: torch.Tensor, Q_G: torch.Tensor) -> torch.Tensor:
+    """Σ_n (Q_Gᵀ ∇W_n[:, :, p] Q_A)²_ij of per-example gradients `grad` (N, C_out, d_A, k·k): the sum behind EKFAC's
+    second moments, shape (columns of Q_G, columns of Q_A, k·k)."""
+    return torch.einsum("oi,noap,ab->nibp", Q_G, grad, Q_A).pow(2).sum(0)
+
+
 def ekfac_correction(model: nn.Module, kfac: KFAC, loader: DataLoader, num_examples: int = 256,
-                     fisher: str = "true") -> dict[str, torch.Tensor]:
+                     fisher: str = "true", weight_only: bool = False) -> dict[str, torch.Tensor]:
     """EKFAC eigenvalues (George et al. 2018) per layer: s[i, j, p] = E_n[(Q_Gᵀ ∇W_n[:, :, p] Q_A)_ij²]
     from per-example gradients of `num_examples` examples, shape (C_out, d_A, k·k) for channel_patch
-    factors ((C_out, d_A, 1) for im2col and Linear). Replaces λ_G[i]·λ_A[j] of K-FAC."""
+    factors ((C_out, d_A, 1) for im2col and Linear). Replaces λ_G[i]·λ_A[j] of K-FAC. With `weight_only`
+    the bias is left out: Q_A is the basis of the weight block (`LayerKFAC.weight_eig`, what EigenDamage
+    rotates) and d_A = C_in (C_in·k·k for im2col)."""
     _check(kfac.form, fisher)
     device = next(model.parameters()).device
     inputs, outgrads = {}, {}
@@ -306,12 +334,14 @@ def ekfac_correction(model: nn.Module, kfac: KFAC, loader: DataLoader, num_examp
                 model.zero_grad(set_to_none=True)
                 _backward(loss)
                 for n, lf in kfac.items():
-                    _, qa, _, qg = lf.eig()
+                    _, qa, _, qg = lf.weight_eig() if weight_only else lf.eig()
                     grad = per_example_weight_grads(lf.module, inputs[n], outgrads[n] * x.shape[0])
                     if kfac.form == "im2col" and isinstance(lf.module, nn.Conv2d):
                         grad = _as_im2col(grad, lf.has_bias)
-                    rot = torch.einsum("oi,noap,ab->nibp", qg, grad, qa)
-                    sq = (rot ** 2).sum(0)
+                        grad = grad[:, :, :-1] if weight_only and lf.has_bias else grad
+                    elif weight_only and lf.has_bias:
+                        grad = grad[:, :, :-1]
+                    sq = rotated_square_sum(grad, qa, qg)
                     sums[n] = sq if sums[n] is None else sums[n] + sq
                 seen += x.shape[0]
         finally:
@@ -336,12 +366,14 @@ def _as_im2col(grad: torch.Tensor, bias: bool) -> torch.Tensor:
 def diagonal_fisher(model: nn.Module, loader: DataLoader, num_examples: int = 256, fisher: str = "true",
                     chunk: int = 64) -> dict[str, torch.Tensor]:
     """Diagonal of the Fisher, F_ii = E_n[(∂ℓ_n/∂θ_i)²], from exact per-example gradients
-    (torch.func.vmap of torch.func.grad), by parameter name, each shaped like its parameter."""
+    (torch.func.vmap of torch.func.grad), by parameter name, each shaped like its parameter. `chunk` examples
+    at a time, fewer when chunk x parameters would exceed PER_EXAMPLE_BUDGET (VGG-11's 129 M: one at a time)."""
     from torch.func import functional_call, grad, vmap
 
     _check("channel_patch", fisher)
     device = next(model.parameters()).device
     params = {k: v.detach() for k, v in model.named_parameters()}
+    chunk = max(1, min(chunk, PER_EXAMPLE_BUDGET // max(1, sum(v.numel() for v in params.values()))))
     buffers = {k: v.detach() for k, v in model.named_buffers()}
 
     def loss_one(p, x, y):

@@ -35,10 +35,10 @@ from torch import nn
 
 from ..checks import TOLERANCE, checked
 from ..curvature import compute_kfac
-from ..curvature.kfac import FISHERS
+from ..curvature.kfac import FISHERS, MAX_FACTOR
 from ..metrics import count_params, layer_pixels
 from ..models import classifier_of
-from ..pruner import PruneContext, PruneResult, TargetUnreachable, closest_threshold, finish
+from ..pruner import PruneContext, PruneResult, TargetUnreachable, closest_threshold, finish, rounded_width
 from ..train import recalibrate_bn
 
 MODES = ("oneshot", "iterative")
@@ -183,18 +183,23 @@ def frobenius_layer_scores(module: nn.Module, name: str, pixels: tuple[int, int]
     return layer_scores(module, name, (ones(Q_A.shape[0]), Q_A, ones(Q_G.shape[0]), Q_G), pixels)
 
 
-def kept_counts(ls: LayerScores, threshold: float, layer_cap: float) -> tuple[int, int]:
-    """(input, output) directions kept when every direction scoring <= threshold is removed, within the cap."""
-    lo_in, lo_out = ls.min_keep(layer_cap)
-    return (max(lo_in, int((ls.score_in > threshold).sum())), max(lo_out, int((ls.score_out > threshold).sum())))
+def kept_counts(ls: LayerScores, threshold: float, layer_cap: float, round_to: int = 1) -> tuple[int, int]:
+    """(input, output) directions kept when every direction scoring <= threshold is removed, within the cap,
+    each rounded up to a multiple of round_to or the current rank (`rounded_width`; never rises with the
+    threshold, so the bisection holds)."""
+    rounded = lambda count, full: rounded_width(count, full, round_to)  # noqa: E731
+    (lo_in, lo_out), (r_in, r_out) = ls.min_keep(layer_cap), ls.ranks
+    return (max(rounded(lo_in, r_in), rounded(int((ls.score_in > threshold).sum()), r_in)),
+            max(rounded(lo_out, r_out), rounded(int((ls.score_out > threshold).sum()), r_out)))
 
 
-def plan_layers(layers: list[LayerScores], threshold: float, layer_cap: float) -> dict[str, tuple[int, int] | None]:
-    """{layer: (r_in, r_out) to factor it to, or None to leave it as it is (nothing removed, or the factored
-    form would not have fewer parameters than the layer has now: "never grows")}."""
+def plan_layers(layers: list[LayerScores], threshold: float, layer_cap: float,
+                round_to: int = 1) -> dict[str, tuple[int, int] | None]:
+    """{layer: (r_in, r_out) to factor it to (`kept_counts`), or None to leave it as it is (nothing removed, or
+    the factored form would not have fewer parameters than the layer has now: "never grows")}."""
     plan = {}
     for ls in layers:
-        r = kept_counts(ls, threshold, layer_cap)
+        r = kept_counts(ls, threshold, layer_cap, round_to)
         plan[ls.name] = None if r == ls.ranks or ls.factored_cost(*r)[0] >= ls.params else r
     return plan
 
@@ -225,17 +230,19 @@ def achieved(layers: list[LayerScores], plan: dict, target_kind: str, current_pa
 
 
 def search_threshold(layers: list[LayerScores], target: float, layer_cap: float, current_params: int,
-                     base_params: int, target_kind: str = "params") -> tuple[float, float]:
+                     base_params: int, target_kind: str = "params", round_to: int = 1) -> tuple[float, float]:
     """(threshold, achieved fraction) closest to `target` among all score values (bisection: the fraction
-    removed never decreases as the threshold rises). Raise ValueError when it misses by more than 1 point."""
+    removed never decreases as the threshold rises), ranks rounded by `round_to`. Raise TargetUnreachable
+    (a ValueError) when it misses by more than 1 point."""
     scores = torch.cat([torch.cat([ls.score_in, ls.score_out]).double().cpu() for ls in layers])
     candidates = torch.cat([torch.tensor([-math.inf], dtype=torch.float64), scores.unique()]).tolist()
-    value = lambda t: achieved(layers, plan_layers(layers, t, layer_cap),  # noqa: E731
+    value = lambda t: achieved(layers, plan_layers(layers, t, layer_cap, round_to),  # noqa: E731
                                target_kind, current_params, base_params)
     threshold, got = closest_threshold(candidates, value, target)
     if abs(got - target) > TOLERANCE:
         raise TargetUnreachable(f"target: {target} cannot be reached within 1 point by eigendamage "
-                                f"(target_kind={target_kind}, layer_cap={layer_cap}): the nearest is {got:.4f} "
+                                f"(target_kind={target_kind}, layer_cap={layer_cap}, round_to={round_to}): "
+                                f"the nearest is {got:.4f} "
                                 f"(at most {value(candidates[-1]):.4f}); raise layer_cap or include the classifier",
                                 closest=got)
     return threshold, got
@@ -304,14 +311,18 @@ def rebuild(model: nn.Module, layers: list[LayerScores], plan: dict[str, tuple[i
 
 
 def score_model(model: nn.Module, loader, names: list[str], input_shape: tuple[int, ...], fisher: str = "true",
-                num_batches: int = 4) -> tuple[list[LayerScores], list[str]]:
+                num_batches: int = 4, max_factor: int | None = MAX_FACTOR,
+                reasons: dict[str, str] | None = None) -> tuple[list[LayerScores], list[str]]:
     """Channel-patch K-FAC of the named layers (of their cores when already factored), their eigenbases and
-    direction scores. Returns (scores per layer, layers K-FAC skipped)."""
+    direction scores. Returns (scores per layer, layers K-FAC skipped); a layer with a factor side above
+    `max_factor` is skipped, and why is added to `reasons` (if given)."""
     modules = dict(model.named_modules())
     kfac_names = {n: (f"{n}.core" if isinstance(modules[n], EigenBottleneck) else n) for n in names}
     kfac = compute_kfac(model, loader, form="channel_patch", fisher=fisher, num_batches=num_batches,
-                        layers=list(kfac_names.values()))
+                        layers=list(kfac_names.values()), max_factor=max_factor)
     skipped = [n for n in names if kfac_names[n] in set(kfac.skipped) or kfac_names[n] not in kfac]
+    if reasons is not None:
+        reasons.update({n: kfac.too_large.get(kfac_names[n], "no K-FAC factors") for n in skipped})
     kept = [n for n in names if n not in skipped]
     pixels = layer_pixels(model, kept, input_shape)
     return [layer_scores(modules[n], n, kfac[kfac_names[n]].weight_eig(), pixels[n]) for n in kept], skipped
@@ -321,24 +332,28 @@ def score_model(model: nn.Module, loader, names: list[str], input_shape: tuple[i
 def eigendamage(model: nn.Module, loader, target: float, input_shape: tuple[int, ...], base_params: int | None = None,
                 include_classifier: bool = False, fisher: str = "true", num_batches: int = 4, mode: str = "oneshot",
                 iterations: int = 3, layer_cap: float = 0.9, freeze_rotations: bool = False,
-                target_kind: str = "params") -> tuple[nn.Module, dict[str, Any]]:
+                target_kind: str = "params", round_to: int = 1,
+                max_factor: int = MAX_FACTOR) -> tuple[nn.Module, dict[str, Any]]:
     """Prune `model` in place by EigenDamage; returns (model, info). One-shot: one K-FAC estimate, one global
     threshold. Iterative: `iterations` rounds towards target·t/iterations, each re-estimating K-FAC (on the
-    cores of layers already factored, after re-estimating BatchNorm statistics) and merging rotations."""
+    cores of layers already factored, after re-estimating BatchNorm statistics) and merging rotations.
+    `round_to`: every kept rank a multiple of it (or the layer's whole width). A layer whose K-FAC factor side
+    exceeds `max_factor` is left as it is and listed in info["skipped"] (why: info["skip_reasons"])."""
     base_params = base_params or count_params(model)
     names = prunable_layers(model, include_classifier)
     rounds = iterations if mode == "iterative" else 1
-    info: dict[str, Any] = {"rounds": [], "kfac_seconds": 0.0}
+    info: dict[str, Any] = {"rounds": [], "kfac_seconds": 0.0, "round_to": round_to, "skip_reasons": {}}
     for t in range(1, rounds + 1):
         if t > 1:
             recalibrate_bn(model, loader, num_batches)
         t0 = time.perf_counter()
-        layers, skipped = score_model(model, loader, names, input_shape, fisher, num_batches)
+        layers, skipped = score_model(model, loader, names, input_shape, fisher, num_batches, max_factor,
+                                      info["skip_reasons"])
         info["kfac_seconds"] += time.perf_counter() - t0
         step_target = target * t / rounds
         threshold, got = search_threshold(layers, step_target, layer_cap, count_params(model), base_params,
-                                          target_kind)
-        plan = plan_layers(layers, threshold, layer_cap)
+                                          target_kind, round_to)
+        plan = plan_layers(layers, threshold, layer_cap, round_to)
         rebuild(model, layers, plan, freeze_rotations)
         info["rounds"].append({"target": step_target, "threshold": threshold, "achieved": got,
                                "ranks": {n: list(r) for n, r in plan.items() if r is not None}})
@@ -353,8 +368,10 @@ def eigendamage(model: nn.Module, loader, target: float, input_shape: tuple[int,
 def prune_eigendamage(model: nn.Module, ctx: PruneContext, target: float, include_classifier: bool = False,
                       fisher: str = "true", num_batches: int = 4, mode: str = "oneshot", iterations: int = 3,
                       layer_cap: float = 0.9, freeze_rotations: bool = False,
-                      target_kind: str = "params") -> PruneResult:
-    """Registry entry: EigenDamage with the threshold searched so that `target` of the parameters is removed."""
+                      target_kind: str = "params", round_to: int = 1, max_factor: int = MAX_FACTOR) -> PruneResult:
+    """Registry entry: EigenDamage with the threshold searched so that `target` of the parameters is removed
+    (kept ranks multiples of `round_to`; layers with a K-FAC factor side above `max_factor` skipped)."""
     model, info = eigendamage(model, ctx.loader, target, ctx.input_shape, ctx.base_params, include_classifier, fisher,
-                              num_batches, mode, iterations, layer_cap, freeze_rotations, target_kind)
+                              num_batches, mode, iterations, layer_cap, freeze_rotations, target_kind, round_to,
+                              max_factor)
     return finish(model, ctx, info)

@@ -26,125 +26,27 @@ energy retained before the direction; vbmf: by index / r_VBMF), which is the sam
 (τ, e or ρ). Starting from rank 1 everywhere, directions are added in that order until the parameter count reaches
 (1 − target) · base_params; the closer of the last two states is kept. A step adds one direction, i.e. at most one
 layer's per-rank cost (< 1 % of resnet8, far less for larger nets), so the target is met within one point.
+`round_to` q: every rank is rounded up to a multiple of q or the unfolding's full rank (a cp layer: its R), and
+the same sweep runs on the rounded ranks, so a step adds q directions; a miss by more than a point raises.
 """
 from __future__ import annotations
 
 import time
-import warnings
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..checks import check_choice, checked
+from ..checks import TOLERANCE, check_choice, checked
 from ..metrics import count_params
 from ..models import classifier_of
 from ..modes import eval_mode
-from ..pruner import PruneContext, PruneResult, TargetUnreachable, finish
+from ..pruner import PruneContext, PruneResult, TargetUnreachable, finish, rounded_width
+from .lowrank_layers import cp4, cp_layers, svd_layers, tucker2, tucker2_layers
 from .vbmf import evbmf_rank
 
 FORMS = ("svd", "tucker", "cp")
 RULES = ("budget", "energy", "vbmf")
-
-
-# ----------------------------------------------------------------------------------------------- tensorly adapter
-# The only place that touches tensorly: its PyTorch backend keeps the tensors on the weight's device.
-
-def tucker2(weight: torch.Tensor, ranks: tuple[int, int], n_iter: int = 10) -> tuple[torch.Tensor, ...]:
-    """Tucker-2 of a conv kernel over its output / input channel modes: (core, U_out, U_in) with orthonormal
-    U_out (C_out x r_out), U_in (C_in x r_in) and core = W ×₀ U_outᵀ ×₁ U_inᵀ, so W ≈ core ×₀ U_out ×₁ U_in.
-    n_iter = 0 is the truncated HOSVD; n_iter > 0 runs that many HOOI sweeps (tensorly.partial_tucker)."""
-    import tensorly as tl
-    from tensorly.decomposition import partial_tucker
-
-    with tl.backend_context("pytorch"):
-        (core, (u_out, u_in)), _ = partial_tucker(weight.detach(), rank=list(ranks), modes=[0, 1],
-                                                  n_iter_max=n_iter, init="svd")
-    return core, u_out, u_in
-
-
-def cp4(weight: torch.Tensor, rank: int, n_iter: int = 50, seed: int = 0) -> list[torch.Tensor]:
-    """Rank-R CP of a 4-way kernel by ALS (tensorly.parafac, SVD init): factors [A (C_out x R), B (C_in x R),
-    V (k_h x R), H (k_w x R)] with W[t,s,y,x] ≈ Σ_r A[t,r] B[s,r] V[y,r] H[x,r]; each term's weight λ_r is
-    split as λ_r^¼ over its four factor columns."""
-    import tensorly as tl
-    from tensorly.decomposition import parafac
-
-    with tl.backend_context("pytorch"), warnings.catch_warnings():
-        # SVD init of a mode narrower than R fills the missing columns at random; tensorly warns each time.
-        warnings.filterwarnings("ignore", message="Trying to compute SVD with n_eigenvecs")
-        weights, factors = parafac(weight.detach(), rank, n_iter_max=n_iter, init="svd", tol=1e-10,
-                                   random_state=seed, normalize_factors=True)
-    scale = weights.abs() ** 0.25
-    factors = [f * scale for f in factors]
-    factors[0] = factors[0] * torch.sign(weights)
-    return factors
-
-
-# ----------------------------------------------------------------------------------------- layers from factors
-
-def _conv(c_in: int, c_out: int, like: nn.Conv2d, kernel=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1),
-          groups: int = 1, bias: bool = False) -> nn.Conv2d:
-    w = like.weight
-    padding_mode = like.padding_mode if kernel != (1, 1) else "zeros"
-    return nn.Conv2d(c_in, c_out, kernel, stride, padding, dilation, groups, bias, padding_mode,
-                     device=w.device, dtype=w.dtype)
-
-
-def _set(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None = None) -> nn.Module:
-    with torch.no_grad():
-        layer.weight.copy_(weight.reshape(layer.weight.shape))
-        if bias is not None:
-            layer.bias.copy_(bias)
-    return layer
-
-
-def svd_layers(layer: nn.Module, rank: int) -> nn.Sequential:
-    """Truncated SVD of a Linear or Conv2d (weight as C_out x C_in k_h k_w) at `rank`: `project` (C_in -> r,
-    S½V_rᵀ; for a conv the original kernel / stride / padding / dilation) then `expand` (r -> C_out, U_r S½, bias)."""
-    w = layer.weight.detach()
-    u, s, vh = torch.linalg.svd(w.reshape(w.shape[0], -1), full_matrices=False)
-    root = s[:rank].sqrt()
-    first, second = root[:, None] * vh[:rank], u[:, :rank] * root
-    bias = None if layer.bias is None else layer.bias.detach()
-    if isinstance(layer, nn.Linear):
-        project = nn.Linear(layer.in_features, rank, bias=False, device=w.device, dtype=w.dtype)
-        expand = nn.Linear(rank, layer.out_features, bias=bias is not None, device=w.device, dtype=w.dtype)
-    else:
-        project = _conv(layer.in_channels, rank, layer, layer.kernel_size, layer.stride, layer.padding,
-                        layer.dilation)
-        expand = _conv(rank, layer.out_channels, layer, bias=bias is not None)
-    return nn.Sequential(OrderedDict(project=_set(project, first), expand=_set(expand, second, bias)))
-
-
-def tucker2_layers(layer: nn.Conv2d, core: torch.Tensor, u_out: torch.Tensor, u_in: torch.Tensor) -> nn.Sequential:
-    """The conv W = core ×₀ U_out ×₁ U_in as `reduce_in` (1x1, C_in -> r_in, U_inᵀ), `core` (r_in -> r_out, the
-    original kernel / stride / padding / dilation) and `restore_out` (1x1, r_out -> C_out, U_out, original bias)."""
-    r_out, r_in = core.shape[:2]
-    bias = None if layer.bias is None else layer.bias.detach()
-    return nn.Sequential(OrderedDict(
-        reduce_in=_set(_conv(layer.in_channels, r_in, layer), u_in.T),
-        core=_set(_conv(r_in, r_out, layer, layer.kernel_size, layer.stride, layer.padding, layer.dilation), core),
-        restore_out=_set(_conv(r_out, layer.out_channels, layer, bias=bias is not None), u_out, bias)))
-
-
-def cp_layers(layer: nn.Conv2d, factors: list[torch.Tensor]) -> nn.Sequential:
-    """The conv with kernel Σ_r A[:,r] ∘ B[:,r] ∘ V[:,r] ∘ H[:,r] as `pointwise_in` (1x1, C_in -> R, Bᵀ),
-    `depthwise_v` (k_h x 1, groups R, stride (s_h, 1), padding (p_h, 0), dilation (d_h, 1)), `depthwise_h`
-    (1 x k_w, stride (1, s_w), padding (0, p_w), dilation (1, d_w)) and `pointwise_out` (1x1, R -> C_out, A, bias).
-    A string padding ('same' / 'valid') is passed to both depthwise convs; it acts per axis."""
-    a, b, v, h = factors
-    rank = a.shape[1]
-    (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.stride, layer.dilation
-    pad_v, pad_h = (layer.padding, layer.padding) if isinstance(layer.padding, str) else \
-        ((layer.padding[0], 0), (0, layer.padding[1]))
-    bias = None if layer.bias is None else layer.bias.detach()
-    return nn.Sequential(OrderedDict(
-        pointwise_in=_set(_conv(layer.in_channels, rank, layer), b.T),
-        depthwise_v=_set(_conv(rank, rank, layer, (kh, 1), (sh, 1), pad_v, (dh, 1), groups=rank), v.T),
-        depthwise_h=_set(_conv(rank, rank, layer, (1, kw), (1, sw), pad_h, (1, dw), groups=rank), h.T),
-        pointwise_out=_set(_conv(rank, layer.out_channels, layer, bias=bias is not None), a, bias)))
 
 
 # ----------------------------------------------------------------------------------------------- layer analysis
@@ -173,11 +75,12 @@ class LayerInfo:
         return [len(s) for s in self.spectra]
 
 
-def factorised_cost(info: LayerInfo, ranks: list[int]) -> tuple[int, int]:
+def factorised_cost(info: LayerInfo, ranks: list[int], round_to: int = 1) -> tuple[int, int]:
     """(parameters, MACs per image) of the layer's factorised form at `ranks`. With P_in / P_out the input /
     output pixels: svd r(C_in k_h k_w + C_out) params, P_out · that MACs; tucker C_in r_in + r_in r_out k_h k_w +
     r_out C_out params, P_in C_in r_in + P_out (r_in r_out k_h k_w + r_out C_out) MACs; cp R(C_in + k_h + k_w + C_out)
-    params, P_in C_in R + H_out W_in R k_h + P_out R (k_w + C_out) MACs. The bias adds C_out params, no MACs."""
+    params, P_in C_in R + H_out W_in R k_h + P_out R (k_w + C_out) MACs (R = cp_rank(info, ranks, round_to)).
+    The bias adds C_out params, no MACs."""
     m = info.module
     bias = 0 if m.bias is None else m.bias.numel()
     if isinstance(m, nn.Linear):
@@ -192,7 +95,7 @@ def factorised_cost(info: LayerInfo, ranks: list[int]) -> tuple[int, int]:
         r_out, r_in = tucker_ranks(m, ranks)
         return (c_in * r_in + r_in * r_out * kh * kw + r_out * c_out + bias,
                 p_in * c_in * r_in + p_out * (r_in * r_out * kh * kw + r_out * c_out))
-    r = cp_rank(info, ranks)
+    r = cp_rank(info, ranks, round_to)
     return (r * (c_in + kh + kw + c_out) + bias,
             p_in * c_in * r + info.out_hw[0] * info.in_hw[1] * r * kh + p_out * r * (kw + c_out))
 
@@ -205,17 +108,27 @@ def tucker_ranks(module: nn.Conv2d, ranks: list[int]) -> tuple[int, int]:
     return min(r_out, r_in * kk), min(r_in, r_out * kk)
 
 
-def cp_rank(info: LayerInfo, ranks: list[int]) -> int:
-    """CP rank with the parameter count of the Tucker-2 form at (r_out, r_in): ⌊params / (C_in+k_h+k_w+C_out)⌋, ≥ 1."""
+def cp_rank(info: LayerInfo, ranks: list[int], round_to: int = 1) -> int:
+    """CP rank with the parameter count of the Tucker-2 form at (r_out, r_in): ⌊params / (C_in+k_h+k_w+C_out)⌋,
+    ≥ 1, rounded up to a multiple of round_to (CP's rank has no full width to stop at)."""
     m, (r_out, r_in) = info.module, ranks
     kh, kw = m.kernel_size
     tucker = m.in_channels * r_in + r_in * r_out * kh * kw + r_out * m.out_channels
-    return max(1, tucker // (m.in_channels + kh + kw + m.out_channels))
+    r = max(1, tucker // (m.in_channels + kh + kw + m.out_channels))
+    return -(-r // round_to) * round_to
 
 
-def is_factorised(info: LayerInfo, ranks: list[int]) -> bool:
+def is_factorised(info: LayerInfo, ranks: list[int], round_to: int = 1) -> bool:
     """True when the factorised form at `ranks` has fewer parameters than the layer as it is."""
-    return factorised_cost(info, ranks)[0] < info.params
+    return factorised_cost(info, ranks, round_to)[0] < info.params
+
+
+def rounded_ranks(info: LayerInfo, ranks: list[int], round_to: int = 1) -> list[int]:
+    """`ranks` rounded up to multiples of round_to, at most each unfolding's full rank (`rounded_width`); a cp
+    layer's Tucker-2 ranks stay as they are (cp_rank rounds its one rank R)."""
+    if info.form == "cp":
+        return list(ranks)
+    return [rounded_width(r, full, round_to) for r, full in zip(ranks, info.full_ranks)]
 
 
 def _check(form: str, rule: str | None = None) -> None:
@@ -288,17 +201,21 @@ def rule_ranks(info: LayerInfo, rule: str, value: float) -> list[int]:
 
 
 def fit_ranks(infos: list[LayerInfo], rule: str, max_params: float, fixed_params: int,
-              base_params: int | None = None) -> dict[str, list[int]]:
+              base_params: int | None = None, round_to: int = 1) -> dict[str, list[int]]:
     """Ranks meeting a parameter budget: from rank 1 everywhere, add directions of all layers in the rule's
     priority order while fixed_params + Σ_layers min(factorised, original params) stays <= max_params; of the
     last state and the one with the next direction added, keep the closer to max_params. Raise
-    TargetUnreachable (closest reduction 1 - rank-1 params / base_params) when rank 1 everywhere is too big."""
+    TargetUnreachable (closest reduction 1 - rank-1 params / base_params) when rank 1 everywhere is too big.
+    With round_to q every state is costed, and returned, at its `rounded_ranks` (cp: its rank R rounded), so
+    ranks grow q directions at a time: the same sweep of the rule's threshold on rounded ranks."""
+    cost = lambda info, r: min(factorised_cost(info, rounded_ranks(info, r, round_to), round_to)[0],  # noqa: E731
+                               info.params)
     ranks = {i.name: [1] * len(i.spectra) for i in infos}
-    kept = {i.name: min(factorised_cost(i, ranks[i.name])[0], i.params) for i in infos}
+    kept = {i.name: cost(i, ranks[i.name]) for i in infos}
     total = fixed_params + sum(kept.values())
     if total > max_params:
-        raise TargetUnreachable(f"target: needs at most {max_params:.0f} parameters but rank 1 in every factorisable "
-                                f"layer keeps {total}; lower the target or set include_classifier",
+        raise TargetUnreachable(f"target: needs at most {max_params:.0f} parameters but rank {round_to} in every "
+                                f"factorisable layer keeps {total}; lower the target or set include_classifier",
                                 closest=None if base_params is None else 1.0 - total / base_params)
     events = sorted((-float(p[j]), k, mode, j) for k, info in enumerate(infos)
                     for mode, p in enumerate(priorities(info, rule)) for j in range(1, len(p)))
@@ -306,78 +223,89 @@ def fit_ranks(infos: list[LayerInfo], rule: str, max_params: float, fixed_params
         info = infos[k]
         trial = list(ranks[info.name])
         trial[mode] += 1
-        new = min(factorised_cost(info, trial)[0], info.params)
+        new = cost(info, trial)
         new_total = total - kept[info.name] + new
         if new_total > max_params:
             if new_total - max_params < max_params - total:
                 ranks[info.name] = trial
             break
         ranks[info.name], kept[info.name], total = trial, new, new_total
-    return ranks
+    return {i.name: rounded_ranks(i, ranks[i.name], round_to) for i in infos}
 
 
 # ------------------------------------------------------------------------------------------------ factorisation
 
 def factorise_layer(info: LayerInfo, ranks: list[int], hooi_iters: int = 10, cp_iters: int = 50,
-                    seed: int = 0) -> nn.Sequential:
-    """The layer's factorised form at `ranks` (svd: [r]; tucker / cp: [r_out, r_in])."""
+                    seed: int = 0, round_to: int = 1) -> nn.Sequential:
+    """The layer's factorised form at `ranks` (svd: [r]; tucker / cp: [r_out, r_in]; cp's R rounded by round_to)."""
     m = info.module
     if info.form == "svd":
         return svd_layers(m, ranks[0])
     if info.form == "tucker":
         return tucker2_layers(m, *tucker2(m.weight, tucker_ranks(m, ranks), hooi_iters))
-    return cp_layers(m, cp4(m.weight, cp_rank(info, ranks), cp_iters, seed))
+    return cp_layers(m, cp4(m.weight, cp_rank(info, ranks, round_to), cp_iters, seed))
 
 
 def factorise(model: nn.Module, infos: list[LayerInfo], ranks: dict[str, list[int]], hooi_iters: int = 10,
-              cp_iters: int = 50, seed: int = 0) -> dict[str, list[int] | None]:
+              cp_iters: int = 50, seed: int = 0, round_to: int = 1) -> dict[str, list[int] | None]:
     """Replace (in place) every layer of `infos` whose factorised form at its ranks is smaller; returns the
-    ranks used per layer (cp: [R]), None for a layer left as it is."""
+    ranks used per layer (cp: [R], rounded by round_to), None for a layer left as it is."""
     plan: dict[str, list[int] | None] = {}
     for info in infos:
         r = ranks[info.name]
-        if not is_factorised(info, r):
+        if not is_factorised(info, r, round_to):
             plan[info.name] = None
             continue
         parent, _, child = info.name.rpartition(".")
-        setattr(model.get_submodule(parent), child, factorise_layer(info, r, hooi_iters, cp_iters, seed))
-        plan[info.name] = ([cp_rank(info, r)] if info.form == "cp" else
+        setattr(model.get_submodule(parent), child, factorise_layer(info, r, hooi_iters, cp_iters, seed, round_to))
+        plan[info.name] = ([cp_rank(info, r, round_to)] if info.form == "cp" else
                            list(tucker_ranks(info.module, r)) if info.form == "tucker" else list(r))
     return plan
 
 
 @checked(form=FORMS, rank_rule=RULES)
 def lowrank_prune(model: nn.Module, ctx: PruneContext, target: float, form: str, rank_rule: str = "budget",
-                  include_classifier: bool = False, hooi_iters: int = 10, cp_iters: int = 50) -> PruneResult:
+                  include_classifier: bool = False, hooi_iters: int = 10, cp_iters: int = 50,
+                  round_to: int = 1) -> PruneResult:
     """Factorise `model` in place so that a fraction `target` of ctx.base_params is removed (within one point):
-    spectra of every factorisable layer, ranks by `fit_ranks` under `rank_rule`, then the decompositions."""
+    spectra of every factorisable layer, ranks by `fit_ranks` under `rank_rule` (multiples of `round_to`, or a
+    layer's full rank), then the decompositions. Raise TargetUnreachable when the ranks miss by over a point."""
     t0 = time.perf_counter()
     infos = analyse(model, ctx.input_shape, form, include_classifier)
     fixed = count_params(model) - sum(i.params for i in infos)
-    ranks = fit_ranks(infos, rank_rule, (1.0 - target) * ctx.base_params, fixed, ctx.base_params)
+    ranks = fit_ranks(infos, rank_rule, (1.0 - target) * ctx.base_params, fixed, ctx.base_params, round_to)
+    planned = 1.0 - (fixed + sum(min(factorised_cost(i, ranks[i.name], round_to)[0], i.params)
+                                 for i in infos)) / ctx.base_params
+    if abs(planned - target) > TOLERANCE:
+        raise TargetUnreachable(f"target: {target} cannot be reached within 1 point by {form} (rank_rule="
+                                f"{rank_rule}, round_to={round_to}): the nearest is {planned:.4f}", closest=planned)
     t1 = time.perf_counter()
-    plan = factorise(model, infos, ranks, hooi_iters, cp_iters, ctx.seed)
-    return finish(model, ctx, {"form": form, "rank_rule": rank_rule, "ranks": plan,
+    plan = factorise(model, infos, ranks, hooi_iters, cp_iters, ctx.seed, round_to)
+    return finish(model, ctx, {"form": form, "rank_rule": rank_rule, "round_to": round_to, "ranks": plan,
                                "seconds_ranks": round(t1 - t0, 3), "seconds_decompose": round(time.perf_counter() - t1, 3)})
 
 
 @checked(rank_rule=RULES)
 def prune_svd(model: nn.Module, ctx: PruneContext, target: float, rank_rule: str = "budget",
-              include_classifier: bool = False) -> PruneResult:
-    """Registry entry: truncated SVD of every conv (C_out x C_in k k) and linear layer."""
-    return lowrank_prune(model, ctx, target, "svd", rank_rule, include_classifier)
+              include_classifier: bool = False, round_to: int = 1) -> PruneResult:
+    """Registry entry: truncated SVD of every conv (C_out x C_in k k) and linear layer, ranks multiples of round_to."""
+    return lowrank_prune(model, ctx, target, "svd", rank_rule, include_classifier, round_to=round_to)
 
 
 @checked(rank_rule=RULES)
 def prune_tucker(model: nn.Module, ctx: PruneContext, target: float, rank_rule: str = "budget",
-                 include_classifier: bool = False, hooi_iters: int = 10) -> PruneResult:
-    """Registry entry: Tucker-2 (HOOI) of every k x k conv, SVD of 1x1 convs and linear layers."""
-    return lowrank_prune(model, ctx, target, "tucker", rank_rule, include_classifier, hooi_iters=hooi_iters)
+                 include_classifier: bool = False, hooi_iters: int = 10, round_to: int = 1) -> PruneResult:
+    """Registry entry: Tucker-2 (HOOI) of every k x k conv, SVD of 1x1 convs and linear layers, ranks multiples
+    of round_to."""
+    return lowrank_prune(model, ctx, target, "tucker", rank_rule, include_classifier, hooi_iters=hooi_iters,
+                         round_to=round_to)
 
 
 @checked(rank_rule=RULES)
 def prune_cp(model: nn.Module, ctx: PruneContext, target: float, rank_rule: str = "budget",
-             include_classifier: bool = False, cp_iters: int = 50) -> PruneResult:
-    """Registry entry: CP (ALS) of every k x k conv, SVD of 1x1 convs and linear layers."""
-    return lowrank_prune(model, ctx, target, "cp", rank_rule, include_classifier, cp_iters=cp_iters)
+             include_classifier: bool = False, cp_iters: int = 50, round_to: int = 1) -> PruneResult:
+    """Registry entry: CP (ALS) of every k x k conv, SVD of 1x1 convs and linear layers, ranks (CP: R) multiples
+    of round_to."""
+    return lowrank_prune(model, ctx, target, "cp", rank_rule, include_classifier, cp_iters=cp_iters,
+                         round_to=round_to)
 

@@ -54,7 +54,7 @@ from ...checks import TOLERANCE, check_choice, check_fraction, check_positive_in
 from ...metrics import layer_pixels
 from ...models import classifier_of
 from ...modes import eval_mode
-from ...pruner import PruneContext, PruneResult, TargetUnreachable, closest_threshold, finish
+from ...pruner import PruneContext, PruneResult, TargetUnreachable, closest_threshold, finish, rounded_width
 from ...train import recalibrate_bn
 
 SUPPORTED = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
@@ -133,12 +133,6 @@ def _check_indices(name: str, module: nn.Module, out: bool, idxs: list[int], roo
                          f"{max(idxs)} of the group rooted at '{root}' to its {width} {side} channels; an operation "
                          "next to it (e.g. zero-padding or slicing along channels) is one torch-pruning cannot "
                          "follow. Replace it (e.g. a 1x1 conv shortcut) to prune this model by channels")
-
-
-def rounded_width(count: int, size: int, q: int) -> int:
-    """`count` channels rounded up to a multiple of q, at most the layer's `size`: min(size, ⌈count / q⌉ · q)
-    (widths that vectorised kernels run fast; q = 1: no rounding)."""
-    return min(size, -(-count // q) * q)
 
 
 class ChannelPruner:
@@ -256,18 +250,22 @@ class ChannelPruner:
         return params, macs
 
     def group_scores(self, layer_scores: dict[str, torch.Tensor], normalize: str = "none",
-                     reduce: str = "sum") -> dict[str, torch.Tensor]:
+                     reduce: str = "sum", keep_unscored: bool = False) -> dict[str, torch.Tensor]:
         """Group saliency of channel i from its producers' saliencies s_p(i) (float64, CPU): their sum
         (`reduce` "sum", the default), mean or max. `normalize` first rescales each producer's saliencies:
         "mean", s_p(i) / mean_j s_p(j); "sum", s_p(i) / Σ_j s_p(j); "none", as they are (module docstring:
         why L1 defaults to "mean" and Taylor / C-OBD / C-OBS to "sum"). Producers missing from `layer_scores`
         (a layer the criterion cannot score, e.g. a depthwise conv for K-FAC) do not take part; a group with no
-        scored producer is an error."""
+        scored producer is an error, or with `keep_unscored` scores +inf: it keeps its whole width (C-OBS on a
+        layer whose K-FAC factor exceeds max_factor)."""
         check_choice(reduce, GROUP_REDUCTIONS, "group_reduce")
         check_choice(normalize, NORMALIZATIONS, "normalize")
         out = {}
         for g in self.groups:
             scored = [p for p in g.producers if p[0] in layer_scores]  # a criterion may skip a layer it cannot score
+            if not scored and keep_unscored:
+                out[g.root] = torch.full((g.size,), math.inf, dtype=torch.float64)
+                continue
             if not scored:
                 raise ValueError(f"group '{g.root}': the criterion scored none of its producers "
                                  f"({', '.join(n for n, _, _ in g.producers)})")
@@ -302,6 +300,7 @@ class ChannelPruner:
         cap forbids it); an intermediate step of an iterative schedule takes the closest instead."""
         check_target(target)
         values = torch.cat([s for s in scores.values()]).unique()
+        values = values[values != math.inf]  # +inf: a group kept whole (group_scores' keep_unscored)
         candidates = [-math.inf] + values.tolist()
         removed = lambda t: 1.0 - self.cost(self.kept_counts(scores, t))[0] / base_params  # noqa: E731
         threshold, got = closest_threshold(candidates, removed, target)

@@ -35,7 +35,7 @@ from torch import nn
 
 from ...checks import checked
 from ...curvature import compute_kfac, diagonal_fisher
-from ...curvature.kfac import FISHERS
+from ...curvature.kfac import FISHERS, MAX_FACTOR
 from ...pruner import PruneContext, PruneResult
 from .groups import GROUP_REDUCTIONS, NORMALIZATIONS, ChannelPruner, Selection, is_depthwise, run_channel_method
 
@@ -89,12 +89,17 @@ def obd_scores(model: nn.Module, names: list[str], loader, num_examples: int = 2
 
 
 def obs_factors(model: nn.Module, names: list[str], loader, num_batches: int = 4, fisher: str = "true",
-                damping: float = 1e-2) -> dict[str, dict[str, torch.Tensor]]:
+                damping: float = 1e-2, max_factor: int | None = MAX_FACTOR,
+                too_large: dict[str, str] | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """Per named layer: the damped im2col K-FAC factors A, G (compute_kfac, then `damp`) and their inverses
-    A_inv, G_inv (float64)."""
-    kfac = compute_kfac(model, loader, form="im2col", fisher=fisher, num_batches=num_batches, layers=names)
+    A_inv, G_inv (float64). A layer whose factor side exceeds `max_factor` gets none; it is added to the dict
+    `too_large` (if given) with the reason."""
+    kfac = compute_kfac(model, loader, form="im2col", fisher=fisher, num_batches=num_batches, layers=names,
+                        max_factor=max_factor)
+    if too_large is not None:
+        too_large.update(kfac.too_large)
     out = {}
-    for n in names:
+    for n in (n for n in names if n in kfac):
         A, G = damp(kfac[n].A, damping), damp(kfac[n].G, damping)
         out[n] = {"A": A, "G": G, "A_inv": torch.linalg.inv(A), "G_inv": torch.linalg.inv(G)}
     return out
@@ -157,17 +162,24 @@ def prune_obd(model: nn.Module, ctx: PruneContext, target: float, layer_cap: flo
 def prune_obs(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9, num_batches: int = 4,
               fisher: str = "true", damping: float = 1e-2, saliency: str = "diag",
               correction: bool = True, normalize: str = "sum", group_reduce: str = "sum",
-              steps: int = 3, round_to: int = 1) -> PruneResult:
+              steps: int = 3, round_to: int = 1, max_factor: int = MAX_FACTOR) -> PruneResult:
     """Registry entry: C-OBS with im2col K-FAC; with `correction` the kept weights of each producer get the
-    OBS update ΔW = -G⁻¹[:, R] ([G⁻¹]_RR)⁻¹ W_R before the channels R are removed."""
+    OBS update ΔW = -G⁻¹[:, R] ([G⁻¹]_RR)⁻¹ W_R before the channels R are removed. A producer whose factor
+    side exceeds `max_factor` (VGG's Linear(25088, 4096)) is not scored nor corrected; a group with no scored
+    producer keeps its whole width. Such layers and depthwise convs are listed in info["skipped"], with the
+    reason in info["skip_reasons"]."""
     state: dict[str, Any] = {}
 
     def score(p: ChannelPruner) -> dict[str, torch.Tensor]:
         modules = dict(model.named_modules())  # K-FAC has no factors for depthwise convs: they are not scored
-        state["skipped"] = [n for n in p.producers if is_depthwise(modules[n])]
-        names = [n for n in p.producers if n not in state["skipped"]]
-        state["factors"] = obs_factors(model, names, ctx.loader, num_batches, fisher, damping)
-        return p.group_scores(obs_scores(model, state["factors"], saliency), normalize, group_reduce)
+        depthwise = [n for n in p.producers if is_depthwise(modules[n])]
+        names = [n for n in p.producers if n not in depthwise]
+        state["reasons"] = {n: "depthwise conv: K-FAC forms no factors for it" for n in depthwise}
+        state["factors"] = obs_factors(model, names, ctx.loader, num_batches, fisher, damping, max_factor,
+                                       state["reasons"])
+        state["skipped"] = [n for n in p.producers if n in state["reasons"]]
+        return p.group_scores(obs_scores(model, state["factors"], saliency), normalize, group_reduce,
+                              keep_unscored=True)
 
     def correct(p: ChannelPruner, sel: Selection) -> None:
         state["change"] = apply_obs_correction(p, state["factors"], sel.plan) if correction else {}
@@ -178,6 +190,7 @@ def prune_obs(model: nn.Module, ctx: PruneContext, target: float, layer_cap: flo
                                 steps=steps, round_to=round_to)
     result.info["relative_correction"] = state["change"]
     result.info["skipped"] = state["skipped"]  # depthwise producers: not scored, not corrected, still sliced
+    result.info["skip_reasons"] = state["reasons"]
     return result
 
 

@@ -1,0 +1,245 @@
+"""Improved EigenDamage: EigenDamage (methods/eigendamage.py) with switchable ingredients, so that an ablation
+credits each one (DESIGN.md §4, notebook 07). Every ingredient is an option; with all of them off
+(kfac, eigenbasis, saliency, oneshot) the pruned model is exactly eigendamage's.
+
+  eigenvalues  "kfac": a direction's score uses λ_G[i] λ_A[j]; "ekfac": the EKFAC second moments
+               s[i, j, p] = E_n[(Q_Gᵀ ∇W_n[:, :, p] Q_A)_ij²] over `num_examples` examples (George et al. 2018),
+               score_in[j] = Σ_{i,p} W*[i, j, p]² s[i, j, p] (and likewise score_out).
+  subspace     for the ranks the scores choose, which subspace is kept: "eigenbasis" (the top-scoring
+               eigen-directions, EigenDamage), "tucker" (the Frobenius Tucker-2 / HOOI of the weight, the seed's
+               choice: the Fisher sets only the ranks) or "whitened" (the Tucker-2 of the whitened weight
+               W̃_p = G^½ W_p A^½, mapped back with the inverse roots, Ŵ_p = G^-½ U_out C_p U_inᵀ A^-½: it minimises
+               the K-FAC loss increase Σ_p ‖G^½ (W − Ŵ)_p A^½‖²_F; for a Linear layer it is the truncated SVD of
+               G^½ W A^½). Damping δ · mean(λ) on A and G keeps the roots invertible.
+  budget       "saliency": one threshold over raw scores; "per_param" / "per_flop": over scores divided by
+               the parameters (MACs) that removing the direction saves, so the target is met where it hurts
+               least per unit of cost.
+  schedule     "oneshot", or "iterative": `steps` steps towards target · k / steps, curvature re-estimated
+               each step (BatchNorm re-estimated first); when the runner offers fine-tuning (ctx.finetune)
+               a share `finetune_share` of its fine-tuning steps is spent between the steps and the rest after
+               the last one, so the total equals every other method's (info["finetune_steps_used"]).
+               `regrow` ρ > 0 (either schedule): each step first plans ρ more than its share of the target, then
+               brings back, layer by layer, the cuts with the largest measured loss increase per parameter saved
+               (`bring_back`), so the step lands on its target with the measurement correcting the scores.
+Knowledge distillation is a fine-tuning option of the runner (finetune.distill_weight), offered to every method.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checks import TOLERANCE, checked
+from ..curvature import compute_kfac
+from ..curvature.kfac import FISHERS, ekfac_correction
+from ..metrics import count_params, layer_pixels
+from ..pruner import PruneContext, PruneResult, TargetUnreachable, finish
+from ..train import recalibrate_bn
+from . import eigendamage as ed
+from .subspaces import SUBSPACES, collapsed_kfac, effective_weight, kfac_increase, rebuild_subspace, subspace_parts
+
+EIGENVALUES = ("kfac", "ekfac")
+BUDGETS = ("saliency", "per_param", "per_flop")
+SCHEDULES = ("oneshot", "iterative")
+
+
+# ------------------------------------------------------------------------------------------------ scores
+
+def ekfac_scores(ls: ed.LayerScores, moments: torch.Tensor) -> ed.LayerScores:
+    """`ls` with EKFAC scores: I[i, j, p] = W*[i, j, p]² s[i, j, p] (s floored like K-FAC's eigenvalues),
+    summed over (i, p) for input direction j and over (j, p) for output direction i."""
+    s = ed._floored(moments.to(ls.weight_star.dtype))
+    importance = ls.weight_star.pow(2) * s
+    return replace(ls, score_in=importance.sum(dim=(0, 2)), score_out=importance.sum(dim=(1, 2)))
+
+
+def marginal_costs(ls: ed.LayerScores, budget: str) -> tuple[float, float]:
+    """What removing one (input, output) direction of the factored layer saves at its current ranks:
+    per_param: C_in + r_out·k², r_in·k² + C_out; per_flop (MACs): C_in·P_in + r_out·k²·P_out,
+    (r_in·k² + C_out)·P_out; saliency: 1, 1."""
+    r_in, r_out = ls.ranks
+    if budget == "per_param":
+        return ls.c_in + r_out * ls.kernel, r_in * ls.kernel + ls.c_out
+    if budget == "per_flop":
+        return (ls.c_in * ls.in_pixels + r_out * ls.kernel * ls.out_pixels,
+                (r_in * ls.kernel + ls.c_out) * ls.out_pixels)
+    return 1.0, 1.0
+
+
+def budgeted(ls: ed.LayerScores, budget: str) -> ed.LayerScores:
+    """`ls` with scores divided by their marginal costs (within a side the cost is one number, so a layer's own
+    order of directions is unchanged; only the calibration across layers and sides moves)."""
+    cost_in, cost_out = marginal_costs(ls, budget)
+    return replace(ls, score_in=ls.score_in / cost_in, score_out=ls.score_out / cost_out)
+
+
+def score_layers(model: nn.Module, loader, names: list[str], input_shape: tuple[int, ...], eigenvalues: str,
+                 num_examples: int, fisher: str, num_batches: int) -> tuple[list[ed.LayerScores], list[str], dict]:
+    """Channel-patch K-FAC of the named layers (their cores when factored), eigenbases and direction scores,
+    EKFAC-corrected if asked. Returns (scores, layers skipped, {layer: its LayerKFAC})."""
+    modules = dict(model.named_modules())
+    kfac_names = {n: (f"{n}.core" if isinstance(modules[n], ed.EigenBottleneck) else n) for n in names}
+    kfac = compute_kfac(model, loader, form="channel_patch", fisher=fisher, num_batches=num_batches,
+                        layers=list(kfac_names.values()))
+    kept = [n for n in names if kfac_names[n] in kfac]
+    skipped = [n for n in names if n not in kept]
+    pixels = layer_pixels(model, kept, input_shape)
+    layers = [ed.layer_scores(modules[n], n, kfac[kfac_names[n]].weight_eig(), pixels[n]) for n in kept]
+    if eigenvalues == "ekfac":
+        moments = ekfac_correction(model, kfac, loader, num_examples, fisher, weight_only=True)
+        layers = [ekfac_scores(ls, moments[kfac_names[ls.name]]) for ls in layers]
+    return layers, skipped, {n: kfac[kfac_names[n]] for n in kept}
+
+
+def plan_preview(model: nn.Module, layers: list[ed.LayerScores], factors: dict, subspace: str, budget: str,
+                 target: float, base_params: int, layer_cap: float = 0.9, damping: float = 1e-3) -> dict:
+    """What one pruning step would do, without touching `model`: {"achieved", "plan" (ranks or None per layer),
+    "predicted" (per-layer K-FAC loss increase ½ Σ_p tr(ΔWᵀ G ΔW A)), "total"}. Pure given the cached scores
+    `layers` and `factors` ({layer: LayerKFAC}), so a toggle or slider only re-plans (notebook 07)."""
+    scored = [budgeted(ls, budget) for ls in layers]
+    threshold, got = ed.search_threshold(scored, target, layer_cap, count_params(model), base_params)
+    plan = ed.plan_layers(scored, threshold, layer_cap)
+    predicted = {}
+    for ls in scored:
+        if plan[ls.name] is None:
+            predicted[ls.name] = 0.0
+            continue
+        module, lf = model.get_submodule(ls.name), factors[ls.name]
+        rot_out, core, rot_in = subspace_parts(module, ls, plan[ls.name], subspace, lf, damping)
+        w_hat = torch.einsum("oa,abp,bc->ocp", rot_out, core, rot_in)
+        predicted[ls.name] = kfac_increase(effective_weight(module), w_hat, lf.A[:-1, :-1] if lf.has_bias else lf.A,
+                                           lf.G)
+    return {"achieved": got, "plan": plan, "predicted": predicted, "total": sum(predicted.values())}
+
+
+# ------------------------------------------------------------------------------------------------ regrow
+
+@torch.no_grad()
+def batch_loss(model: nn.Module, loader, num_batches: int) -> float:
+    """Mean cross-entropy of `model` (eval mode) over the first `num_batches` batches of `loader`."""
+    device = next(model.parameters()).device
+    was = model.training
+    model.eval()
+    total, n = 0.0, 0
+    for b, (x, y) in enumerate(loader):
+        if b >= num_batches:
+            break
+        total += float(F.cross_entropy(model(x.to(device)), y.to(device), reduction="sum"))
+        n += len(y)
+    model.train(was)
+    return total / max(n, 1)
+
+
+def bring_back(model: nn.Module, layers: list[ed.LayerScores], plan: dict, target: float, loader, num_batches: int,
+               base_params: int, subspace: str, factors: dict, damping: float) -> tuple[dict, list]:
+    """Give back the part of an overshooting `plan` that the measured loss says hurts most, until `target` of
+    the base parameters is removed: each planned layer's cut is tried alone on a copy (rebuilt in `subspace`),
+    its damage = measured loss increase on `num_batches` training batches ÷ parameters it saves; layers are
+    restored in decreasing damage, whole while the target still holds, the last one partly (its ranks moved
+    towards the current ones). Returns (new plan, [(layer, damage, ranks before, ranks after)])."""
+    current, base = count_params(model), batch_loss(model, loader, num_batches)
+    damage = {}
+    for ls in layers:
+        if plan[ls.name] is not None:
+            trial = copy.deepcopy(model)
+            rebuild_subspace(trial, [ls], {ls.name: plan[ls.name]}, subspace, factors, damping, False)
+            saved = ls.params - ls.factored_cost(*plan[ls.name])[0]
+            damage[ls.name] = (batch_loss(trial, loader, num_batches) - base) / max(saved, 1)
+    by_name, plan, restored = {ls.name: ls for ls in layers}, dict(plan), []
+    removed = lambda p: ed.achieved(layers, p, "params", current, base_params)  # noqa: E731
+    for name in sorted(damage, key=damage.get, reverse=True):
+        if removed(plan) <= target:
+            break
+        ls, over = by_name[name], plan[name]
+        steps = [tuple(round(o + a / 32 * (f - o)) for o, f in zip(over, ls.ranks)) for a in range(33)]
+        options = [None if s == ls.ranks or ls.factored_cost(*s)[0] >= ls.params else s for s in steps]
+        if removed({**plan, name: None}) >= target:
+            plan[name] = None
+        else:
+            plan[name] = min(options, key=lambda o: abs(removed({**plan, name: o}) - target))
+        restored.append((name, damage[name], over, plan[name]))
+        if plan[name] is not None:
+            break
+    return plan, restored
+
+
+# ------------------------------------------------------------------------------------------------ the method
+
+@checked(eigenvalues=EIGENVALUES, subspace=SUBSPACES, budget=BUDGETS, schedule=SCHEDULES, fisher=FISHERS)
+def improved_eigendamage(model: nn.Module, ctx: PruneContext, target: float, eigenvalues: str = "kfac",
+                         num_examples: int = 1024, subspace: str = "whitened", budget: str = "saliency",
+                         schedule: str = "oneshot", steps: int = 3, finetune_share: float = 0.5,
+                         regrow: float = 0.0, damping: float = 1e-3, include_classifier: bool = False, fisher: str = "true",
+                         num_batches: int = 4, layer_cap: float = 0.9,
+                         freeze_rotations: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """Prune `model` in place; returns (model, info). Each step: score (K-FAC or EKFAC), divide by the budget's
+    marginal costs, search the global threshold for target · k / steps, rebuild the planned layers in the chosen
+    subspace. Between steps of the iterative schedule: BatchNorm re-estimated, then fine-tuned for its share of
+    the runner's steps when ctx.finetune is given."""
+    names = ed.prunable_layers(model, include_classifier)
+    rounds = steps if schedule == "iterative" else 1
+    between = 0
+    if rounds > 1 and ctx.finetune is not None:
+        between = int(finetune_share * ctx.finetune_steps) // (rounds - 1)
+    info: dict[str, Any] = {"rounds": [], "seconds_scores": 0.0, "seconds_subspace": 0.0, "finetune_steps_used": 0}
+    for k in range(1, rounds + 1):
+        if k > 1:
+            recalibrate_bn(model, ctx.loader, num_batches)
+            if between:
+                ctx.finetune(model, between)
+                info["finetune_steps_used"] += between
+                recalibrate_bn(model, ctx.loader, num_batches)
+        t0 = time.perf_counter()
+        layers, skipped, factors = score_layers(model, ctx.loader, names, ctx.input_shape, eigenvalues,
+                                                num_examples, fisher, num_batches)
+        info["seconds_scores"] += time.perf_counter() - t0
+        layers = [budgeted(ls, budget) for ls in layers]
+        if subspace == "whitened" and any(isinstance(model.get_submodule(n), ed.EigenBottleneck) for n in factors):
+            outer = collapsed_kfac(model, list(factors), ctx.loader, fisher, num_batches)
+            factors = {n: outer[n] for n in factors}
+        step_target = target * k / rounds
+        current = count_params(model)
+        threshold, got = ed.search_threshold(layers, step_target, layer_cap, current, ctx.base_params)
+        plan, restored = ed.plan_layers(layers, threshold, layer_cap), []
+        if regrow > 0:  # overshoot by `regrow` of the step, then give back where the measured loss rises most
+            over = step_target + regrow * (step_target - (1 - current / ctx.base_params))
+            try:
+                over_threshold, _ = ed.search_threshold(layers, over, layer_cap, current, ctx.base_params)
+            except TargetUnreachable as err:
+                over_threshold, _ = ed.search_threshold(layers, err.closest, layer_cap, current, ctx.base_params)
+            regrown, restored = bring_back(model, layers, ed.plan_layers(layers, over_threshold, layer_cap),
+                                           step_target, ctx.loader, num_batches, ctx.base_params, subspace, factors,
+                                           damping)
+            regrown_got = ed.achieved(layers, regrown, "params", current, ctx.base_params)
+            if abs(regrown_got - step_target) <= TOLERANCE:
+                plan, got = regrown, regrown_got
+        t0 = time.perf_counter()
+        rebuild_subspace(model, layers, plan, subspace, factors, damping, freeze_rotations)
+        info["seconds_subspace"] += time.perf_counter() - t0
+        info["rounds"].append({"target": step_target, "achieved": got, "regrown": restored,
+                               "ranks": {n: list(r) for n, r in plan.items() if r is not None}})
+        info["skipped"] = skipped
+    info["ranks"] = {n: list(ed._core(model.get_submodule(n)).weight.shape[:2][::-1]) for n in names
+                     if isinstance(model.get_submodule(n), ed.EigenBottleneck)}
+    info["achieved_params"] = info["rounds"][-1]["achieved"]
+    return model, info
+
+
+@checked(eigenvalues=EIGENVALUES, subspace=SUBSPACES, budget=BUDGETS, schedule=SCHEDULES, fisher=FISHERS)
+def prune_improved_eigendamage(model: nn.Module, ctx: PruneContext, target: float, eigenvalues: str = "kfac",
+                               num_examples: int = 1024, subspace: str = "whitened", budget: str = "saliency",
+                               schedule: str = "oneshot", steps: int = 3, finetune_share: float = 0.5,
+                               regrow: float = 0.0, damping: float = 1e-3, include_classifier: bool = False, fisher: str = "true",
+                               num_batches: int = 4, layer_cap: float = 0.9,
+                               freeze_rotations: bool = False) -> PruneResult:
+    """Registry entry: Improved EigenDamage with the threshold searched so that `target` of the parameters
+    is removed (each ingredient an option; all off = eigendamage)."""
+    model, info = improved_eigendamage(model, ctx, target, eigenvalues, num_examples, subspace, budget, schedule,
+                                       steps, finetune_share, regrow, damping, include_classifier, fisher, num_batches,
+                                       layer_cap, freeze_rotations)
+    return finish(model, ctx, info)
