@@ -1,5 +1,6 @@
 """EigenDamage: scores vs a brute-force K-FAC quadratic form, exact rebuild, counts, caps, target search."""
 import copy
+import math
 
 import pytest
 import torch
@@ -316,3 +317,69 @@ def test_frobenius_baseline_is_truncated_svd():
     cs = ed.frobenius_layer_scores(conv, "conv")
     unfold0 = conv.weight.detach().double().reshape(6, -1)
     assert torch.allclose(torch.sort(cs.score_out, descending=True).values, torch.linalg.svdvals(unfold0).pow(2))
+
+
+# --- round_to and the K-FAC size limit ----------------------------------------------------------------------
+
+def bottleneck_ranks(model: nn.Module) -> list[tuple[int, int]]:
+    """(core rank, outer width) of both sides of every EigenBottleneck in `model`."""
+    out = []
+    for m in model.modules():
+        if isinstance(m, ed.EigenBottleneck):
+            w = m.core.weight
+            out += [(w.shape[1], m.rot_in.weight.shape[1]), (w.shape[0], m.rot_out.weight.shape[0])]
+    return out
+
+
+@pytest.mark.parametrize("mode", ["oneshot", "iterative"])
+@pytest.mark.parametrize("q,target", [(4, 0.5), (8, 0.5), (8, 0.7)])
+def test_round_to_gives_multiples_and_still_hits_the_target(mode, q, target):
+    """round_to q: every core rank is a multiple of q or the layer's whole width, in the pruned model's own
+    layers, and the target is met within one point (resnet8 at width 4: 64 / 128 / 256 channels)."""
+    torch.manual_seed(0)
+    model = build_model("resnet8", 4, INPUT[0], 10)
+    base = count_params(model)
+    model, info = ed.eigendamage(model, random_loader(32, 16), target, INPUT, num_batches=1, mode=mode,
+                                 iterations=2, round_to=q)
+    assert abs(1 - count_params(model) / base - target) <= 0.01 and info["round_to"] == q
+    ranks = bottleneck_ranks(model)
+    assert ranks and all(r % q == 0 or r == full for r, full in ranks), ranks
+
+
+def test_round_to_one_is_the_default_to_the_last_digit():
+    x = torch.randn(4, *INPUT)
+    torch.manual_seed(0)
+    a, info_a = ed.eigendamage(tiny_resnet(), random_loader(), 0.5, INPUT, num_batches=1)
+    torch.manual_seed(0)
+    b, info_b = ed.eigendamage(tiny_resnet(), random_loader(), 0.5, INPUT, num_batches=1, round_to=1)
+    assert info_a["ranks"] == info_b["ranks"] and torch.equal(a.eval()(x), b.eval()(x))
+
+
+def test_kept_counts_round_up_and_never_rise_with_the_threshold():
+    model = tiny_resnet()
+    layers = random_layers(model, ed.prunable_layers(model))
+    ls = max(layers, key=lambda s: s.c_in)
+    thresholds = sorted(torch.cat([ls.score_in, ls.score_out]).tolist())
+    counts = [ed.kept_counts(ls, t, 0.9, round_to=8) for t in thresholds]
+    assert all(r % 8 == 0 or r == full for c in counts for r, full in zip(c, ls.ranks))
+    assert all(a[0] >= b[0] and a[1] >= b[1] for a, b in zip(counts, counts[1:]))
+    assert ed.kept_counts(ls, math.inf, 0.99, round_to=8) == (min(8, ls.ranks[0]), min(8, ls.ranks[1]))
+
+
+def test_round_to_and_max_factor_are_checked():
+    for field in ("round_to", "max_factor"):
+        with pytest.raises(ValueError, match=field):
+            ed.eigendamage(tiny_resnet(), None, 0.5, INPUT, **{field: 0})
+
+
+def test_a_layer_over_max_factor_is_skipped_and_listed_with_its_reason():
+    """A K-FAC factor side above max_factor (here 40: resnet8's 64-channel convs, G = 64 x 64) is not formed;
+    those layers stay as they are, info names them with the reason, and the target is met on the others."""
+    torch.manual_seed(0)
+    model = build_model("resnet8", 1, INPUT[0], 10)
+    base = count_params(model)
+    wide = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and max(m.in_channels, m.out_channels) > 40]
+    model, info = ed.eigendamage(model, random_loader(32, 16), 0.1, INPUT, num_batches=1, max_factor=40)
+    assert set(info["skipped"]) == set(wide) and wide and abs(1 - count_params(model) / base - 0.1) <= 0.01
+    assert all("exceed max_factor=40" in info["skip_reasons"][n] for n in wide)
+    assert all(isinstance(model.get_submodule(n), nn.Conv2d) for n in wide)

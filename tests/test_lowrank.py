@@ -225,3 +225,60 @@ def test_saved_and_loaded_factorised_model_gives_same_outputs(tmp_path):
     loaded = torch.load(tmp_path / "m.pt", weights_only=False)
     x = torch.randn(4, 1, 8, 8)
     assert torch.equal(loaded.eval()(x), model.eval()(x))
+
+
+def _rank_widths(model: nn.Module) -> list[tuple[int, int]]:
+    """(rank, full width) of every factorised layer: the inner width of each svd / tucker / cp Sequential (its
+    first layer's outputs, and a Tucker core's outputs), with the width of the layer it replaced."""
+    out = []
+    for m in model.modules():
+        if isinstance(m, nn.Sequential) and set(dict(m.named_children())) & {"project", "reduce_in", "pointwise_in"}:
+            first, last = m[0], m[-1]
+            c_in = first.in_channels if isinstance(first, nn.Conv2d) else first.in_features
+            c_out = last.out_channels if isinstance(last, nn.Conv2d) else last.out_features
+            if hasattr(m, "core"):
+                out += [(m.core.in_channels, c_in), (m.core.out_channels, c_out)]
+            elif hasattr(m, "pointwise_in"):
+                out.append((m.pointwise_in.out_channels, 10 ** 9))  # a CP rank has no full width
+            else:
+                out.append((first.out_channels if isinstance(first, nn.Conv2d) else first.out_features,
+                            min(c_out, c_in * (first.kernel_size[0] * first.kernel_size[1]
+                                               if isinstance(first, nn.Conv2d) else 1))))
+    return out
+
+
+@pytest.mark.parametrize("method", ["svd", "tucker", "cp"])
+@pytest.mark.parametrize("q,target", [(4, 0.5), (8, 0.5), (8, 0.9)])
+def test_round_to_gives_multiples_and_still_hits_the_target(method, q, target):
+    """round_to q: every kept rank (svd r, Tucker-2 r_in / r_out, CP R) is a multiple of q, or the layer's full
+    width, counted in the pruned model's own layers; the target is met within one point (resnet8 at width 4:
+    64 / 128 / 256 channels)."""
+    torch.manual_seed(0)
+    model = build_model("resnet8", 4, 1, 10)
+    ctx = PruneContext(None, (1, 8, 8), count_params(model))
+    opts = {"cp_iters": 2} if method == "cp" else {"hooi_iters": 0} if method == "tucker" else {}
+    res = METHODS[method].fn(model, ctx, target, **{**METHODS[method].options, **opts, "round_to": q})
+    assert abs(res.achieved_param_ratio - target) <= 0.01 and res.info["round_to"] == q
+    widths = _rank_widths(res.model)
+    assert widths and all(r % q == 0 or r == full for r, full in widths), widths
+
+
+@pytest.mark.parametrize("method", ["svd", "tucker", "cp"])
+def test_round_to_one_is_the_default_to_the_last_digit(method):
+    torch.manual_seed(0)
+    base = build_model("resnet8", 1, 1, 10)
+    ctx = PruneContext(None, (1, 8, 8), count_params(base))
+    opts = {"cp_iters": 2} if method == "cp" else {}
+    a = METHODS[method].fn(copy.deepcopy(base), ctx, 0.6, **opts)
+    b = METHODS[method].fn(copy.deepcopy(base), ctx, 0.6, **opts, round_to=1)
+    assert a.info["ranks"] == b.info["ranks"] and a.achieved_param_ratio == b.achieved_param_ratio
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_round_to_is_checked():
+    ctx = PruneContext(None, (1, 8, 8), 1)
+    for method in ("svd", "tucker", "cp"):
+        with pytest.raises(ValueError, match="round_to"):
+            METHODS[method].fn(build_model("resnet8", 1, 1, 10), ctx, 0.5, round_to=0)
+    assert METHODS["svd"].option_error("round_to", 2.5) and METHODS["cp"].option_error("round_to", True)
