@@ -238,3 +238,20 @@ def test_regrow_lands_on_the_target_and_gives_back_the_most_damaging_cuts_first(
 
     saved = ls.params - ls.factored_cost(*over)[0]
     assert damage == pytest.approx((loss(trial) - loss(reference)) / saved, rel=1e-4, abs=1e-9)
+
+
+@pytest.mark.parametrize("subspace", sp.SUBSPACES)
+def test_round_to_gives_multiples_and_still_hits_the_target(subspace):
+    """round_to 8 on resnet8 at width 4 (64 / 128 / 256 channels): every core rank a multiple of 8 or the
+    layer's whole width, whatever subspace is kept, and the target met within one point."""
+    from test_eigendamage import bottleneck_ranks
+
+    from pruning_lib.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet8", 4, INPUT[0], 10)
+    ctx = PruneContext(random_loader(32, 16), INPUT, count_params(model), 0)
+    result = METHODS["improved_eigendamage"].fn(model, ctx, 0.6, subspace=subspace, num_batches=1, round_to=8)
+    assert abs(result.achieved_param_ratio - 0.6) <= 0.01 and result.info["round_to"] == 8
+    ranks = bottleneck_ranks(result.model)
+    assert ranks and all(r % 8 == 0 or r == full for r, full in ranks), ranks

@@ -36,7 +36,7 @@ from torch import nn
 
 from ..checks import TOLERANCE, checked
 from ..curvature import compute_kfac
-from ..curvature.kfac import FISHERS, ekfac_correction
+from ..curvature.kfac import FISHERS, MAX_FACTOR, ekfac_correction
 from ..metrics import count_params, layer_pixels
 from ..pruner import PruneContext, PruneResult, TargetUnreachable, finish
 from ..train import recalibrate_bn
@@ -79,15 +79,20 @@ def budgeted(ls: ed.LayerScores, budget: str) -> ed.LayerScores:
 
 
 def score_layers(model: nn.Module, loader, names: list[str], input_shape: tuple[int, ...], eigenvalues: str,
-                 num_examples: int, fisher: str, num_batches: int) -> tuple[list[ed.LayerScores], list[str], dict]:
+                 num_examples: int, fisher: str, num_batches: int, max_factor: int | None = MAX_FACTOR,
+                 reasons: dict[str, str] | None = None) -> tuple[list[ed.LayerScores], list[str], dict]:
     """Channel-patch K-FAC of the named layers (their cores when factored), eigenbases and direction scores,
-    EKFAC-corrected if asked. Returns (scores, layers skipped, {layer: its LayerKFAC})."""
+    EKFAC-corrected if asked, as eigendamage.score_model (which does not return the factors this needs); a layer
+    with a factor side above `max_factor` is skipped, why added to `reasons`. Returns (scores, layers skipped,
+    {layer: its LayerKFAC})."""
     modules = dict(model.named_modules())
     kfac_names = {n: (f"{n}.core" if isinstance(modules[n], ed.EigenBottleneck) else n) for n in names}
     kfac = compute_kfac(model, loader, form="channel_patch", fisher=fisher, num_batches=num_batches,
-                        layers=list(kfac_names.values()))
+                        layers=list(kfac_names.values()), max_factor=max_factor)
     kept = [n for n in names if kfac_names[n] in kfac]
     skipped = [n for n in names if n not in kept]
+    if reasons is not None:
+        reasons.update({n: kfac.too_large.get(kfac_names[n], "no K-FAC factors") for n in skipped})
     pixels = layer_pixels(model, kept, input_shape)
     layers = [ed.layer_scores(modules[n], n, kfac[kfac_names[n]].weight_eig(), pixels[n]) for n in kept]
     if eigenvalues == "ekfac":
@@ -175,18 +180,20 @@ def improved_eigendamage(model: nn.Module, ctx: PruneContext, target: float, eig
                          num_examples: int = 1024, subspace: str = "whitened", budget: str = "saliency",
                          schedule: str = "oneshot", steps: int = 3, finetune_share: float = 0.5,
                          regrow: float = 0.0, damping: float = 1e-3, include_classifier: bool = False, fisher: str = "true",
-                         num_batches: int = 4, layer_cap: float = 0.9,
-                         freeze_rotations: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+                         num_batches: int = 4, layer_cap: float = 0.9, freeze_rotations: bool = False,
+                         round_to: int = 1, max_factor: int = MAX_FACTOR) -> tuple[nn.Module, dict[str, Any]]:
     """Prune `model` in place; returns (model, info). Each step: score (K-FAC or EKFAC), divide by the budget's
-    marginal costs, search the global threshold for target · k / steps, rebuild the planned layers in the chosen
-    subspace. Between steps of the iterative schedule: BatchNorm re-estimated, then fine-tuned for its share of
+    marginal costs, search the global threshold for target · k / steps (ranks rounded up to multiples of
+    `round_to`; layers with a K-FAC factor side above `max_factor` skipped, why in info["skip_reasons"]), rebuild
+    the planned layers in the chosen subspace (regrow's partial restores are not rounded). Between steps of the iterative schedule: BatchNorm re-estimated, then fine-tuned for its share of
     the runner's steps when ctx.finetune is given."""
     names = ed.prunable_layers(model, include_classifier)
     rounds = steps if schedule == "iterative" else 1
     between = 0
     if rounds > 1 and ctx.finetune is not None:
         between = int(finetune_share * ctx.finetune_steps) // (rounds - 1)
-    info: dict[str, Any] = {"rounds": [], "seconds_scores": 0.0, "seconds_subspace": 0.0, "finetune_steps_used": 0}
+    info: dict[str, Any] = {"rounds": [], "seconds_scores": 0.0, "seconds_subspace": 0.0, "finetune_steps_used": 0,
+                            "round_to": round_to, "skip_reasons": {}}
     for k in range(1, rounds + 1):
         if k > 1:
             recalibrate_bn(model, ctx.loader, num_batches)
@@ -196,7 +203,7 @@ def improved_eigendamage(model: nn.Module, ctx: PruneContext, target: float, eig
                 recalibrate_bn(model, ctx.loader, num_batches)
         t0 = time.perf_counter()
         layers, skipped, factors = score_layers(model, ctx.loader, names, ctx.input_shape, eigenvalues,
-                                                num_examples, fisher, num_batches)
+                                                num_examples, fisher, num_batches, max_factor, info["skip_reasons"])
         info["seconds_scores"] += time.perf_counter() - t0
         layers = [budgeted(ls, budget) for ls in layers]
         if subspace == "whitened" and any(isinstance(model.get_submodule(n), ed.EigenBottleneck) for n in factors):
@@ -204,15 +211,19 @@ def improved_eigendamage(model: nn.Module, ctx: PruneContext, target: float, eig
             factors = {n: outer[n] for n in factors}
         step_target = target * k / rounds
         current = count_params(model)
-        threshold, got = ed.search_threshold(layers, step_target, layer_cap, current, ctx.base_params)
-        plan, restored = ed.plan_layers(layers, threshold, layer_cap), []
+        threshold, got = ed.search_threshold(layers, step_target, layer_cap, current, ctx.base_params,
+                                             round_to=round_to)
+        plan, restored = ed.plan_layers(layers, threshold, layer_cap, round_to), []
         if regrow > 0:  # overshoot by `regrow` of the step, then give back where the measured loss rises most
             over = step_target + regrow * (step_target - (1 - current / ctx.base_params))
             try:
-                over_threshold, _ = ed.search_threshold(layers, over, layer_cap, current, ctx.base_params)
+                over_threshold, _ = ed.search_threshold(layers, over, layer_cap, current, ctx.base_params,
+                                                        round_to=round_to)
             except TargetUnreachable as err:
-                over_threshold, _ = ed.search_threshold(layers, err.closest, layer_cap, current, ctx.base_params)
-            regrown, restored = bring_back(model, layers, ed.plan_layers(layers, over_threshold, layer_cap),
+                over_threshold, _ = ed.search_threshold(layers, err.closest, layer_cap, current, ctx.base_params,
+                                                        round_to=round_to)
+            over_plan = ed.plan_layers(layers, over_threshold, layer_cap, round_to)
+            regrown, restored = bring_back(model, layers, over_plan,
                                            step_target, ctx.loader, num_batches, ctx.base_params, subspace, factors,
                                            damping)
             regrown_got = ed.achieved(layers, regrown, "params", current, ctx.base_params)
@@ -235,11 +246,11 @@ def prune_improved_eigendamage(model: nn.Module, ctx: PruneContext, target: floa
                                num_examples: int = 1024, subspace: str = "whitened", budget: str = "saliency",
                                schedule: str = "oneshot", steps: int = 3, finetune_share: float = 0.5,
                                regrow: float = 0.0, damping: float = 1e-3, include_classifier: bool = False, fisher: str = "true",
-                               num_batches: int = 4, layer_cap: float = 0.9,
-                               freeze_rotations: bool = False) -> PruneResult:
+                               num_batches: int = 4, layer_cap: float = 0.9, freeze_rotations: bool = False,
+                               round_to: int = 1, max_factor: int = MAX_FACTOR) -> PruneResult:
     """Registry entry: Improved EigenDamage with the threshold searched so that `target` of the parameters
     is removed (each ingredient an option; all off = eigendamage)."""
     model, info = improved_eigendamage(model, ctx, target, eigenvalues, num_examples, subspace, budget, schedule,
                                        steps, finetune_share, regrow, damping, include_classifier, fisher, num_batches,
-                                       layer_cap, freeze_rotations)
+                                       layer_cap, freeze_rotations, round_to, max_factor)
     return finish(model, ctx, info)
