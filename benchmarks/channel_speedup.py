@@ -1,6 +1,7 @@
 """Channel pruning speed-up: theoretical (MACs) vs measured CPU latency, narrow ResNet-32 (CIFAR shape).
 
-    python benchmarks/channel_speedup.py [--repeats-1 50] [--repeats-128 7] [--threads 2]
+    python benchmarks/channel_speedup.py [--repeats-1 50] [--repeats-128 7] [--threads 2] [--round-to 8]
+                                         [--fuse-bn] [--channels-last]
 
 L1 channel pruning at 50 / 70 / 90 % of the parameters removed (the channels physically removed), then the
 median forward latency (eval mode, torch.no_grad) at batch 1 and batch 128 against the unpruned network.
@@ -8,6 +9,9 @@ Models are timed in interleaved rounds (one forward of each model per round) aft
 model, so load from other processes hits all of them alike; the very first forward passes of a process
 are much slower (one-time kernel set-up) and are excluded by the warm-up.
 Untrained weights: latency depends on the widths, not on the values. Prints a Markdown table.
+--round-to keeps widths multiples of it (the channel methods' option); --fuse-bn folds every BatchNorm into the
+conv before it (torch.fx.experimental.optimization.fuse, eval mode) and --channels-last stores activations NHWC
+(oneDNN's preferred layout), for the unpruned and the pruned models alike, so the ratios compare like with like.
 """
 from __future__ import annotations
 
@@ -25,15 +29,26 @@ from pruning_lib.pruner import PruneContext
 SHAPE = (3, 32, 32)
 
 
-def interleaved_latency(models: list, batch: int, rounds: int, warmup: int = 5) -> list[float]:
+def interleaved_latency(models: list, batch: int, rounds: int, warmup: int = 5,
+                        channels_last: bool = False) -> list[float]:
     """Median forward time (ms) of each model at `batch`, timed one model after another for `rounds` rounds."""
+    kw = {"memory_format": torch.channels_last} if channels_last else {}  # NHWC inputs for NHWC models
     for m in models:
-        measure_latency(m, SHAPE, batch, repeats=1, warmup=warmup)
+        measure_latency(m, SHAPE, batch, repeats=1, warmup=warmup, **kw)
     times = [[] for _ in models]
     for _ in range(rounds):
         for i, m in enumerate(models):
-            times[i].append(measure_latency(m, SHAPE, batch, repeats=1, warmup=0))
+            times[i].append(measure_latency(m, SHAPE, batch, repeats=1, warmup=0, **kw))
     return [statistics.median(t) for t in times]
+
+
+def deployed(model, fuse_bn: bool, channels_last: bool):
+    """The model as it would be deployed: BatchNorm folded into the convs (torch.fx) and / or NHWC weights."""
+    model = copy.deepcopy(model).eval()
+    if fuse_bn:
+        from torch.fx.experimental.optimization import fuse
+        model = fuse(model)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
 def main() -> None:
@@ -41,16 +56,22 @@ def main() -> None:
     parser.add_argument("--repeats-1", type=int, default=50, help="timed runs at batch 1 (median reported)")
     parser.add_argument("--repeats-128", type=int, default=7, help="timed runs at batch 128 (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--round-to", type=int, default=1, help="kept widths multiples of this")
+    parser.add_argument("--fuse-bn", action="store_true", help="fold BatchNorm into the convs before timing")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC weights and inputs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     base = build_model("resnet32", 1, 3, 10).eval()
     base_params, base_macs = count_params(base), count_macs(base, SHAPE)
     targets = (0.5, 0.7, 0.9)
-    models = [base] + [prune_l1(copy.deepcopy(base), PruneContext(None, SHAPE, base_params), t).model.eval()
-                       for t in targets]
-    lat = {b: interleaved_latency(models, b, r) for b, r in ((1, args.repeats_1), (128, args.repeats_128))}
+    models = [base] + [prune_l1(copy.deepcopy(base), PruneContext(None, SHAPE, base_params), t,
+                                round_to=args.round_to).model.eval() for t in targets]
+    timed = [deployed(m, args.fuse_bn, args.channels_last) for m in models]
+    lat = {b: interleaved_latency(timed, b, r, channels_last=args.channels_last)
+           for b, r in ((1, args.repeats_1), (128, args.repeats_128))}
     print(f"narrow ResNet-32, {base_params:,} params, {base_macs / 1e6:.1f} M MACs; threads={args.threads}; "
+          f"round_to={args.round_to}, fuse_bn={args.fuse_bn}, channels_last={args.channels_last}; "
           f"unpruned latency: batch 1 {lat[1][0]:.2f} ms, batch 128 {lat[128][0]:.1f} ms "
           f"(medians of {args.repeats_1} / {args.repeats_128} interleaved rounds)\n")
     print("| removed (params) | params | MACs (M) | theoretical speed-up | batch 1: ms | measured | measured / "

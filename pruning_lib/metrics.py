@@ -63,11 +63,14 @@ def gflops(macs: int) -> float:
 
 @torch.no_grad()
 def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch_size: int = 1, repeats: int = 20,
-                    warmup: int = 3) -> float:
-    """Median wall time of one forward pass in milliseconds (eval mode, synchronised on CUDA)."""
+                    warmup: int = 3, memory_format: torch.memory_format = torch.contiguous_format) -> float:
+    """Median wall time of one forward pass in milliseconds (eval mode, no autograd, synchronised on CUDA); the
+    input in `memory_format` (torch.channels_last: NHWC, for a model converted with .to(memory_format=...))."""
     device = next(model.parameters()).device
     model.eval()
     x = torch.randn(batch_size, *input_shape, device=device)
+    if x.dim() == 4:
+        x = x.contiguous(memory_format=memory_format)
     times = []
     for i in range(warmup + repeats):
         if device.type == "cuda":
