@@ -255,3 +255,29 @@ def test_round_to_gives_multiples_and_still_hits_the_target(subspace):
     assert abs(result.achieved_param_ratio - 0.6) <= 0.01 and result.info["round_to"] == 8
     ranks = bottleneck_ranks(result.model)
     assert ranks and all(r % 8 == 0 or r == full for r, full in ranks), ranks
+
+
+def test_plan_preview_predicts_the_rebuilt_layers_and_leaves_the_model_alone():
+    """plan_preview (the notebook 07 toggles): the plan it shows is the one the rebuild applies (same parameter
+    count), each layer's predicted increase is half the K-FAC quadratic form of the rebuilt layer's change (loop
+    oracle), and the model itself is untouched."""
+    model = tiny_resnet()
+    before = copy.deepcopy(model.state_dict())
+    factors = {}
+    layers, _ = ed.score_model(model, random_loader(), ed.prunable_layers(model), INPUT, num_batches=2,
+                               factors=factors)
+    base = count_params(model)
+    view = im.plan_preview(model, layers, factors, "whitened", "saliency", 0.5, base)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    trial = copy.deepcopy(model)
+    sp.rebuild_subspace(trial, layers, view["plan"], "whitened", factors, 1e-3, False)
+    assert 1 - count_params(trial) / base == pytest.approx(view["achieved"], abs=1e-9)
+    assert abs(view["achieved"] - 0.5) <= 0.01
+    planned = [n for n, r in view["plan"].items() if r is not None]
+    assert planned
+    for n in planned:
+        lf = factors[n]
+        w, w_hat = sp.effective_weight(model.get_submodule(n)), sp.effective_weight(trial.get_submodule(n))
+        expected = kfac_loss(w, w_hat, lf.A.double(), lf.G.double()) / 2  # the float32 rebuild rounds Ŵ
+        assert view["predicted"][n] == pytest.approx(expected, rel=1e-3, abs=1e-12)
+    assert view["total"] == pytest.approx(sum(view["predicted"].values()))

@@ -253,8 +253,31 @@ def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
     return torch.argsort(scores, descending=True)[:k]
 
 
-def _like(new: nn.Module, weight: torch.Tensor) -> nn.Module:
-    return new.to(device=weight.device, dtype=weight.dtype)
+@torch.no_grad()
+def bottleneck(module: nn.Module, rot_out: torch.Tensor, core: torch.Tensor, rot_in: torch.Tensor,
+               freeze_rotations: bool = False) -> EigenBottleneck:
+    """An EigenBottleneck applying rot_out · core_p · rot_in (rot_out C_out x r_out, core r_out x r_in [x k·k],
+    rot_in r_in x C_in) in place of `module` (Conv2d, Linear or an EigenBottleneck), with its kernel, stride,
+    padding, dilation, bias, device and dtype; rotations trainable unless frozen."""
+    inner = _core(module)
+    bias = module.rot_out.bias if isinstance(module, EigenBottleneck) else module.bias
+    c_out, c_in, (r_out, r_in) = rot_out.shape[0], rot_in.shape[1], core.shape[:2]
+    like = dict(device=inner.weight.device, dtype=inner.weight.dtype)
+    if isinstance(inner, nn.Conv2d):
+        parts = (nn.Conv2d(c_in, r_in, 1, bias=False, **like),
+                 nn.Conv2d(r_in, r_out, inner.kernel_size, inner.stride, inner.padding, inner.dilation, bias=False,
+                           padding_mode=inner.padding_mode, **like),
+                 nn.Conv2d(r_out, c_out, 1, bias=bias is not None, **like))
+    else:
+        parts = (nn.Linear(c_in, r_in, bias=False, **like), nn.Linear(r_in, r_out, bias=False, **like),
+                 nn.Linear(r_out, c_out, bias=bias is not None, **like))
+    for part, value in zip(parts, (rot_in, core, rot_out)):
+        part.weight.copy_(value.reshape(part.weight.shape))
+    if bias is not None:
+        parts[2].bias.copy_(bias)
+    for part in (parts[0], parts[2]):
+        part.weight.requires_grad_(not freeze_rotations)
+    return EigenBottleneck(*parts)
 
 
 @torch.no_grad()
@@ -264,33 +287,12 @@ def factorise(module: nn.Module, ls: LayerScores, keep_in: torch.Tensor, keep_ou
     directions `keep_out` of its (core) eigenbasis: rot_in = Q_A[:, keep_in]ᵀ, core = W*[keep_out][:, keep_in],
     rot_out = Q_G[:, keep_out]. An EigenBottleneck's old rotations are merged in (rot_in' = Q_A'ᵀ R_in,
     rot_out' = R_out Q_G'), so a layer stays one 1x1 -> core -> 1x1 however often it is pruned."""
-    core = _core(module)
-    w = core.weight
     rot_in = ls.Q_A[:, keep_in].T
     rot_out = ls.Q_G[:, keep_out]
-    w_core = ls.weight_star[keep_out][:, keep_in]
-    bias = module.rot_out.bias if isinstance(module, EigenBottleneck) else module.bias
     if isinstance(module, EigenBottleneck):
         rot_in = rot_in @ module.rot_in.weight.reshape(module.rot_in.weight.shape[0], -1).to(rot_in.dtype)
         rot_out = module.rot_out.weight.reshape(ls.c_out, -1).to(rot_out.dtype) @ rot_out
-    r_in, r_out = len(keep_in), len(keep_out)
-    if isinstance(core, nn.Conv2d):
-        parts = (nn.Conv2d(ls.c_in, r_in, 1, bias=False),
-                 nn.Conv2d(r_in, r_out, core.kernel_size, core.stride, core.padding, core.dilation, bias=False,
-                           padding_mode=core.padding_mode),
-                 nn.Conv2d(r_out, ls.c_out, 1, bias=bias is not None))
-        shapes = ((r_in, ls.c_in, 1, 1), (r_out, r_in, *core.kernel_size), (ls.c_out, r_out, 1, 1))
-    else:
-        parts = (nn.Linear(ls.c_in, r_in, bias=False), nn.Linear(r_in, r_out, bias=False),
-                 nn.Linear(r_out, ls.c_out, bias=bias is not None))
-        shapes = ((r_in, ls.c_in), (r_out, r_in), (ls.c_out, r_out))
-    for part, value, shape in zip(parts, (rot_in, w_core, rot_out), shapes):
-        _like(part, w).weight.copy_(value.reshape(shape))
-    if bias is not None:
-        parts[2].bias.copy_(bias)
-    for part in (parts[0], parts[2]):
-        part.weight.requires_grad_(not freeze_rotations)
-    return EigenBottleneck(*parts)
+    return bottleneck(module, rot_out, ls.weight_star[keep_out][:, keep_in], rot_in, freeze_rotations)
 
 
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -311,11 +313,12 @@ def rebuild(model: nn.Module, layers: list[LayerScores], plan: dict[str, tuple[i
 
 
 def score_model(model: nn.Module, loader, names: list[str], input_shape: tuple[int, ...], fisher: str = "true",
-                num_batches: int = 4, max_factor: int | None = MAX_FACTOR,
-                reasons: dict[str, str] | None = None) -> tuple[list[LayerScores], list[str]]:
+                num_batches: int = 4, max_factor: int | None = MAX_FACTOR, reasons: dict[str, str] | None = None,
+                factors: dict | None = None) -> tuple[list[LayerScores], list[str]]:
     """Channel-patch K-FAC of the named layers (of their cores when already factored), their eigenbases and
     direction scores. Returns (scores per layer, layers K-FAC skipped); a layer with a factor side above
-    `max_factor` is skipped, and why is added to `reasons` (if given)."""
+    `max_factor` is skipped, and why is added to `reasons` (if given); `factors` (if given) receives
+    {layer: its LayerKFAC}."""
     modules = dict(model.named_modules())
     kfac_names = {n: (f"{n}.core" if isinstance(modules[n], EigenBottleneck) else n) for n in names}
     kfac = compute_kfac(model, loader, form="channel_patch", fisher=fisher, num_batches=num_batches,
@@ -324,6 +327,8 @@ def score_model(model: nn.Module, loader, names: list[str], input_shape: tuple[i
     if reasons is not None:
         reasons.update({n: kfac.too_large.get(kfac_names[n], "no K-FAC factors") for n in skipped})
     kept = [n for n in names if n not in skipped]
+    if factors is not None:
+        factors.update({n: kfac[kfac_names[n]] for n in kept})
     pixels = layer_pixels(model, kept, input_shape)
     return [layer_scores(modules[n], n, kfac[kfac_names[n]].weight_eig(), pixels[n]) for n in kept], skipped
 

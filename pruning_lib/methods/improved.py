@@ -35,9 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import TOLERANCE, checked
-from ..curvature import compute_kfac
-from ..curvature.kfac import FISHERS, MAX_FACTOR, ekfac_correction
-from ..metrics import count_params, layer_pixels
+from ..curvature.kfac import FISHERS, KFAC, MAX_FACTOR, ekfac_correction
+from ..metrics import count_params
 from ..pruner import PruneContext, PruneResult, TargetUnreachable, finish
 from ..train import recalibrate_bn
 from . import eigendamage as ed
@@ -81,24 +80,16 @@ def budgeted(ls: ed.LayerScores, budget: str) -> ed.LayerScores:
 def score_layers(model: nn.Module, loader, names: list[str], input_shape: tuple[int, ...], eigenvalues: str,
                  num_examples: int, fisher: str, num_batches: int, max_factor: int | None = MAX_FACTOR,
                  reasons: dict[str, str] | None = None) -> tuple[list[ed.LayerScores], list[str], dict]:
-    """Channel-patch K-FAC of the named layers (their cores when factored), eigenbases and direction scores,
-    EKFAC-corrected if asked, as eigendamage.score_model (which does not return the factors this needs); a layer
-    with a factor side above `max_factor` is skipped, why added to `reasons`. Returns (scores, layers skipped,
-    {layer: its LayerKFAC})."""
-    modules = dict(model.named_modules())
-    kfac_names = {n: (f"{n}.core" if isinstance(modules[n], ed.EigenBottleneck) else n) for n in names}
-    kfac = compute_kfac(model, loader, form="channel_patch", fisher=fisher, num_batches=num_batches,
-                        layers=list(kfac_names.values()), max_factor=max_factor)
-    kept = [n for n in names if kfac_names[n] in kfac]
-    skipped = [n for n in names if n not in kept]
-    if reasons is not None:
-        reasons.update({n: kfac.too_large.get(kfac_names[n], "no K-FAC factors") for n in skipped})
-    pixels = layer_pixels(model, kept, input_shape)
-    layers = [ed.layer_scores(modules[n], n, kfac[kfac_names[n]].weight_eig(), pixels[n]) for n in kept]
-    if eigenvalues == "ekfac":
-        moments = ekfac_correction(model, kfac, loader, num_examples, fisher, weight_only=True)
-        layers = [ekfac_scores(ls, moments[kfac_names[ls.name]]) for ls in layers]
-    return layers, skipped, {n: kfac[kfac_names[n]] for n in kept}
+    """eigendamage.score_model (K-FAC of the layers or their cores, eigenbases, direction scores; skipped layers
+    and why), EKFAC-corrected if asked. Returns (scores, layers skipped, {layer: its LayerKFAC})."""
+    factors: dict = {}
+    layers, skipped = ed.score_model(model, loader, names, input_shape, fisher, num_batches, max_factor, reasons,
+                                     factors)
+    if eigenvalues == "ekfac":  # keyed by the outer layer's name; the hooks go on the module K-FAC covered
+        moments = ekfac_correction(model, KFAC(factors, [], "channel_patch"), loader, num_examples, fisher,
+                                   weight_only=True)
+        layers = [ekfac_scores(ls, moments[ls.name]) for ls in layers]
+    return layers, skipped, factors
 
 
 def plan_preview(model: nn.Module, layers: list[ed.LayerScores], factors: dict, subspace: str, budget: str,

@@ -103,34 +103,6 @@ def plain_tucker(w: torch.Tensor, ranks: tuple[int, int], n_iter: int = 10) -> t
     return u_out, torch.einsum("oa,obp,bc->acp", u_out, w, u_in), u_in.T
 
 
-@torch.no_grad()
-def bottleneck(module: nn.Module, rot_out: torch.Tensor, core: torch.Tensor, rot_in: torch.Tensor,
-               freeze_rotations: bool = False) -> ed.EigenBottleneck:
-    """An EigenBottleneck applying rot_out · core_p · rot_in in place of `module` (Conv2d, Linear or an
-    EigenBottleneck), with the module's kernel, stride, padding, dilation and bias."""
-    inner = ed._core(module)
-    outer_out = module.rot_out if isinstance(module, ed.EigenBottleneck) else module
-    bias = outer_out.bias
-    c_out, c_in = rot_out.shape[0], rot_in.shape[1]
-    r_out, r_in = core.shape[:2]
-    like = dict(device=inner.weight.device, dtype=inner.weight.dtype)
-    if isinstance(inner, nn.Conv2d):
-        parts = (nn.Conv2d(c_in, r_in, 1, bias=False, **like),
-                 nn.Conv2d(r_in, r_out, inner.kernel_size, inner.stride, inner.padding, inner.dilation, bias=False,
-                           padding_mode=inner.padding_mode, **like),
-                 nn.Conv2d(r_out, c_out, 1, bias=bias is not None, **like))
-    else:
-        parts = (nn.Linear(c_in, r_in, bias=False, **like), nn.Linear(r_in, r_out, bias=False, **like),
-                 nn.Linear(r_out, c_out, bias=bias is not None, **like))
-    for part, value in zip(parts, (rot_in, core, rot_out)):
-        part.weight.copy_(value.reshape(part.weight.shape))
-    if bias is not None:
-        parts[2].bias.copy_(bias)
-    for part in (parts[0], parts[2]):
-        part.weight.requires_grad_(not freeze_rotations)
-    return ed.EigenBottleneck(*parts)
-
-
 def collapsed_kfac(model: nn.Module, names: list[str], loader, fisher: str, num_batches: int) -> dict:
     """K-FAC of the named layers as the plain layers they apply (EigenBottlenecks collapsed to R_out W* R_in on a
     copy; the outputs are the same), so that the whitened subspace of a factored layer uses its outer A and G."""
@@ -196,5 +168,5 @@ def rebuild_subspace(model: nn.Module, layers: list[ed.LayerScores], plan: dict,
         if plan.get(ls.name) is not None:
             module = model.get_submodule(ls.name)
             parts = subspace_parts(module, ls, plan[ls.name], subspace, factors.get(ls.name), damping)
-            ed._set_module(model, ls.name, bottleneck(module, *parts, freeze_rotations))
+            ed._set_module(model, ls.name, ed.bottleneck(module, *parts, freeze_rotations))
     return model
