@@ -2,8 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= configs/quickstart.json
+FAST ?= 0
 
-.PHONY: setup run test lab student clean
+.PHONY: setup run test lab student clean outputs-filter
 
 setup: $(VENV)/.installed
 
@@ -19,14 +20,30 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(PY) main_prune.py --config_path $(CONFIG)
 
+# Unit tests and the notebooks in fast mode (tests/ also runs the student edition), then every notebook in full
+# mode, as `make lab` runs them.
 test: setup
 	PRUNING_FAST=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -q
+	PRUNING_FAST=0 $(PY) -m pytest notebooks --nbval-lax --nbval-current-env -q
 
 student: setup
 	$(PY) scripts/make_student.py --out student
 
-lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+# Full mode by default; `make lab FAST=1` opens the course in fast mode (fewer epochs and batches).
+lab: setup outputs-filter
+	PRUNING_FAST=$(FAST) $(VENV)/bin/jupyter lab notebooks/
+
+# JupyterLab's autosave writes outputs into notebooks/. This git filter (nbstripout, cell ids kept; .gitattributes
+# names it) strips them whenever git reads a notebook: `git diff` stays empty after a lecture and no output reaches
+# a commit (`git status` may list such a notebook until `git add`, which stores nothing new: nbstripout's known
+# limit). `make lab` installs it into this checkout's .git/config.
+outputs-filter:
+	@git rev-parse --git-dir >/dev/null 2>&1 || { echo "outputs-filter: not a git checkout, nothing to do"; exit 0; }; \
+	git config filter.nbstripout.clean "'$(abspath $(PY))' -m nbstripout --keep-id" && \
+	git config filter.nbstripout.smudge cat && \
+	git config filter.nbstripout.required true && \
+	git config diff.ipynb.textconv "'$(abspath $(PY))' -m nbstripout --keep-id -t" && \
+	echo "outputs-filter: notebook outputs are stripped whenever git reads a notebook"
 
 clean:
 	rm -rf runs/ data/checkpoints/

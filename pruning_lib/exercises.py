@@ -2,8 +2,9 @@
 
 An exercise cell holds the student's function; its solution sits between nbgrader's markers
 `### BEGIN SOLUTION` / `### END SOLUTION`, which `make student` (scripts/make_student.py) replaces by a
-`raise NotImplementedError` stub. The check cell after it calls `check_exercise`, which prints one line:
-a pass, "not done yet", or the first trial and output where the two functions differ.
+`raise NotImplementedError` stub. The check cell after it calls `check_exercise`, which prints a pass, or raises
+`ExerciseError` whose whole text is one line: "not done yet", or the first trial and output where the two
+functions differ. In Jupyter the cell then ends with that line alone, not with a traceback through the kit.
 """
 from __future__ import annotations
 
@@ -44,22 +45,29 @@ def _differences(got: Any, want: Any, where: str, rtol: float, atol: float) -> s
     return None if got == want else f"{where}: {got!r}, expected {want!r}"
 
 
+class ExerciseError(AssertionError):
+    """An exercise check that did not pass; IPython shows its message alone (`_render_traceback_`), without the
+    traceback through check_exercise that would only distract a student."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [str(self)]
+
+
 def check_exercise(name: str, student: Callable, reference: Callable, make_inputs: Callable[[torch.Generator], tuple],
                    trials: int = 3, rtol: float = 1e-5, atol: float = 1e-6) -> bool:
     """Call `student(*inputs)` and `reference(*inputs)` on `trials` fresh inputs `make_inputs(generator)`
-    (generator seeded 0, 1, ...); print a pass, "not done yet" (the stub still raises NotImplementedError)
-    or the first difference, and return whether every trial matched."""
+    (generator seeded 0, 1, ...); print a pass and return True when every trial matched, else raise
+    ExerciseError saying "not done yet" (the stub still raises NotImplementedError) or the first difference."""
     for trial in range(trials):
         inputs = make_inputs(torch.Generator().manual_seed(trial))
         try:
             got = student(*inputs)
         except NotImplementedError:
-            print(f"[ ] {name}: not done yet (the exercise cell still raises NotImplementedError)")
-            return False
+            raise ExerciseError(f"[ ] {name}: not done yet (write the exercise cell above, run it, then run this "
+                                "check again)") from None
         want = reference(*inputs)
         problem = _differences(got, want, "output", rtol, atol)
         if problem:
-            print(f"[x] {name}: trial {trial} differs from the library, {problem}")
-            return False
+            raise ExerciseError(f"[x] {name}: trial {trial} differs from the library, {problem}")
     print(f"[ok] {name}: matches the library on {trials} random inputs")
     return True

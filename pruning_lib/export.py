@@ -54,13 +54,29 @@ def load_program(path: str | Path) -> torch.export.ExportedProgram:
     return torch.export.load(str(path))
 
 
+# protobuf caps one file at 2 GiB: models whose weights fit below this go into the .onnx file itself
+ONNX_EMBED_LIMIT = 1_800_000_000
+
+
 def export_onnx(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], path: str | Path) -> Path:
     """Write the deployable copy of `model` as ONNX to `path` (torch.onnx.export with the dynamo exporter,
-    which needs the onnx and onnxscript packages: `pip install -e ".[export]"`)."""
+    which needs the onnx and onnxscript packages: `pip install -e ".[export]"`). The weights are embedded in the
+    file when they take less than ONNX_EMBED_LIMIT bytes, else written beside it as `<path>.data` (ONNX's external
+    data); `exported_size` counts both."""
     path = Path(path)
+    out = deployable_copy(model)
+    weight_bytes = sum(t.numel() * t.element_size() for t in [*out.parameters(), *out.buffers()])
     with torch.no_grad():
-        torch.onnx.export(deployable_copy(model), tuple(example_inputs), str(path), dynamo=True, verbose=False)
+        torch.onnx.export(out, tuple(example_inputs), str(path), dynamo=True, verbose=False,
+                          external_data=weight_bytes >= ONNX_EMBED_LIMIT)
     return path
+
+
+def exported_size(path: str | Path) -> int:
+    """Bytes on disk of an exported model: the file and, for ONNX with external data, its `<path>.data` file."""
+    path = Path(path)
+    data = path.with_name(path.name + ".data")
+    return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
 
 
 def onnx_max_error(path: str | Path, model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> float:

@@ -1,8 +1,9 @@
-"""Notebook conveniences (not training logic): fast mode for CI, and the cached digits baseline the notebooks
-and `make run` share."""
+"""Notebook conveniences (not training logic): fast mode for CI, the kit's folders wherever a notebook runs from
+(notebooks/, the student edition, a copy elsewhere), and the cached digits baseline the notebooks and `make run` share."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -13,6 +14,18 @@ from .train import Baseline, TrainRecipe, pick_device, train_baseline
 def fast_mode() -> bool:
     """True when PRUNING_FAST=1: notebooks and tests shrink epochs and batches."""
     return os.environ.get("PRUNING_FAST", "0") not in ("", "0", "false", "False")
+
+
+def kit_root() -> Path:
+    """The kit's checkout, where configs/, docs/ and runs/ live: $PRUNING_ROOT if set, else the folder above the
+    imported pruning_lib package (an editable install, `make setup`). Found from the package, never from the
+    working directory, so a notebook run from notebooks/, student/ or elsewhere reads the same files.
+    Raises FileNotFoundError naming both places when that folder has no configs/ (a non-editable install)."""
+    root = Path(os.environ.get("PRUNING_ROOT") or Path(__file__).resolve().parents[1])
+    if not (root / "configs").is_dir():
+        raise FileNotFoundError(f"kit_root: no configs/ in {root}; set PRUNING_ROOT to the kit's checkout, or "
+                                "install it editable from there (make setup, or pip install -e .)")
+    return root
 
 
 # The baseline recipe of configs/quickstart.json: notebooks and `make run` share its cached checkpoint.

@@ -143,13 +143,17 @@ def failed_row(method: str, ratio: float, seed: int, error: Exception, closest: 
 
 
 def _mean_std(values: pd.Series, fmt: str) -> str:
-    """'mean ± std' over seeds (std omitted for one seed); 'n/a' when no seed has a value."""
+    """'mean ± std' over seeds (std omitted for one seed; with a significant-digits format "g" the std is written
+    to the mean's last decimal place: 0.01093 ± 0.00009); 'n/a' when no seed has a value."""
     values = values.dropna()
     if len(values) == 0:
         return "n/a"
+    mean = f"{values.mean():{fmt}}"
     if len(values) == 1:
-        return f"{values.mean():{fmt}}"
-    return f"{values.mean():{fmt}} ± {values.std():{fmt}}"
+        return mean
+    if fmt.endswith("g") and "e" not in mean:  # significant digits: the std to the mean's last decimal place
+        return f"{mean} ± {values.std():.{len(mean.partition('.')[2])}f}"
+    return f"{mean} ± {values.std():{fmt}}"
 
 
 def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -233,6 +237,20 @@ def pareto_front(points: pd.DataFrame, lower_x_is_better: bool = False, toleranc
             if not ((x >= sign * p["x"] - tolerance) & (y >= p["y"])
                     & ((x > sign * p["x"] + tolerance) | (y > p["y"]))).any()]
     return points.loc[keep].sort_values("x", ignore_index=True)
+
+
+def front_table(front: pd.DataFrame, x_label: str) -> pd.DataFrame:
+    """The Pareto front of `pareto_front` as a table to read: points that coincide (every method's 0 % row is the
+    same unpruned baseline) are one row naming them; columns method, target, `x_label`, accuracy and its standard
+    deviation over seeds."""
+    rows = []
+    for (x, y, std), part in front.groupby(["x", "y", "y_std"], sort=False):
+        methods = list(dict.fromkeys(part["method"]))
+        zero = bool((part["target_ratio"] == 0).all())
+        name = f"unpruned (the 0 % row of {len(methods)} methods)" if zero and len(methods) > 1 else ", ".join(methods)
+        rows.append({"method": name, "target": f"{100 * part['target_ratio'].iloc[0]:g}%", x_label: x,
+                     "accuracy (%)": round(y, 2), "std over seeds": round(std, 2)})
+    return pd.DataFrame(rows)
 
 
 def gaps_beyond_spread(df: pd.DataFrame, ratio: float, col: str = "acc_finetuned") -> pd.DataFrame:

@@ -8,7 +8,9 @@ import torch
 import torchvision
 
 import pruning_lib
-from pruning_lib.export import export_onnx, export_program, load_program, onnx_max_error, save_program
+from pruning_lib import export
+from pruning_lib.export import export_onnx, export_program, exported_size, load_program, onnx_max_error, save_program
+from pruning_lib.metrics import count_params
 from pruning_lib.models import build_model
 from pruning_lib.registry import METHODS
 from test_api import data, short
@@ -69,3 +71,16 @@ def test_torchvision_resnet18_pruned_exports(method, tmp_path):
     x = torch.randn(1, 3, 32, 32)
     path = export_onnx(result.model.eval(), (x,), tmp_path / "r18.onnx")
     assert onnx_max_error(path, result.model, (x,)) <= 1e-4
+    # the weights are inside the one file (no .onnx.data beside it), so its size is the deployed size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r18.onnx"]
+    assert exported_size(path) == path.stat().st_size > 4 * count_params(result.model)
+
+
+def test_onnx_export_keeps_weights_beside_the_file_only_above_the_embed_limit(tmp_path, monkeypatch):
+    model = pruned("l1", 0.5)
+    x = torch.randn(1, *SHAPE)
+    monkeypatch.setattr(export, "ONNX_EMBED_LIMIT", 1)
+    path = export_onnx(model, (x,), tmp_path / "big.onnx")
+    data = tmp_path / "big.onnx.data"
+    assert data.is_file() and exported_size(path) == path.stat().st_size + data.stat().st_size
+    assert onnx_max_error(path, model, (x,)) <= 1e-4

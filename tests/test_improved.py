@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pruning_lib.curvature import compute_kfac
-from pruning_lib.curvature.kfac import ekfac_correction
+from pruning_lib.curvature import ekfac_correction
 from pruning_lib.methods import eigendamage as ed
 from pruning_lib.methods import improved as im
 from pruning_lib.methods import subspaces as sp

@@ -12,12 +12,15 @@ Two forms of A: "im2col" (a = the full patch, d = C_in·k·k; Grosse & Martens 2
 pair; the form EigenDamage uses: Fisher ≈ G ⊗ A ⊗ I_{k·k}). A bias is a homogeneous coordinate: a 1
 appended to every row, so A gains a last row / column. The loss of a batch is its mean, so the output
 gradients are multiplied by the batch size to get per-example ones. Labels are sampled from the model's
-softmax ("true" Fisher, `mc_samples` draws per input) or taken from the data ("empirical").
+softmax ("true" Fisher, `mc_samples` draws per input), summed over every class c weighted by its probability
+p_c ("exact": E_{y~p}[∇ℓ ∇ℓᵀ] in closed form, one backward pass per class, no sampling noise; curvlinops'
+"type-2"), or taken from the data ("empirical"). On a confident model the "true" estimate is dominated by the
+few examples whose drawn label disagrees with the prediction, so one draw per example can swing it by decades:
+use "exact" where the values themselves are compared (notebook 07), at C times the backward passes.
 The model runs in eval mode (BatchNorm uses running statistics, examples stay independent).
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -26,21 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..checks import check_choice
 from ..distributed import all_reduce_count, all_reduce_sum
 from ..modes import eval_mode
+from .fisher import check_form_and_fisher, fisher_losses, quiet_backward
 
-FORMS = ("channel_patch", "im2col")
-FISHERS = ("true", "empirical")
 # compute_kfac's default largest factor side: 8192² in float64 is 512 MB, its eigh ~80 s on 2 CPU cores (4096: 9 s);
 # it forms 512-channel 3x3 convs in im2col (4608) and VGG's Linear(4096, 4096), skips VGG's Linear(25088, 4096).
 MAX_FACTOR = 8192
-PER_EXAMPLE_BUDGET = 2 ** 28  # diagonal_fisher: at most this many per-example gradient entries at once (1 GiB)
-
-
-def _check(form: str, fisher: str) -> None:
-    check_choice(form, FORMS, "form")
-    check_choice(fisher, FISHERS, "fisher")
 
 
 @dataclass
@@ -157,22 +152,6 @@ def _output_gram(g: torch.Tensor) -> torch.Tensor:
         return torch.bmm(gf, gf.transpose(1, 2)).sum(0)
     return g.T @ g
 
-
-def _backward(loss: torch.Tensor, retain_graph: bool = False) -> None:
-    """loss.backward(), silencing the warning that the first layer's full backward hook fires although its
-    input needs no gradient (the output gradient is all the hook needs)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        loss.backward(retain_graph=retain_graph)
-
-
-def sample_labels(logits: torch.Tensor, y: torch.Tensor, fisher: str) -> torch.Tensor:
-    """Labels for the Fisher: drawn from softmax(logits) ("true") or the data's own ("empirical")."""
-    if fisher == "empirical":
-        return y
-    return torch.multinomial(F.softmax(logits.detach().float(), 1), 1).squeeze(1)
-
-
 def kfac_layers(model: nn.Module, layers: list[str] | None = None) -> tuple[dict[str, nn.Module], list[str]]:
     """Conv2d (groups=1) / Linear modules by name (all, or the named ones), and the names of the other modules
     with parameters of their own (skipped), grouped / depthwise convolutions included: their Fisher block is
@@ -209,10 +188,10 @@ def compute_kfac(model: nn.Module, loader: DataLoader, form: str = "channel_patc
                  layers: list[str] | None = None, max_factor: int | None = MAX_FACTOR) -> KFAC:
     """K-FAC factors (A, G) of every Conv2d / Linear layer, averaged over `num_batches` batches.
 
-    One forward pass per batch records inputs (forward hooks) and `mc_samples` backward passes record
-    output gradients (gradient hooks on the layer outputs). `damping` γ adds √γ·I to both A and G. Factors live on the
+    One forward pass per batch records inputs (forward hooks) and the backward passes of `fisher_losses`
+    (`mc_samples` for "true", one per class for "exact") record output gradients (gradient hooks on the layer outputs). `damping` γ adds √γ·I to both A and G. Factors live on the
     model's device. A layer whose `factor_sides` exceed `max_factor` (None: no limit) goes to skipped / too_large."""
-    _check(form, fisher)
+    check_form_and_fisher(form, fisher)
     if num_batches < 1 or mc_samples < 1:
         raise ValueError(f"num_batches, mc_samples: must be >= 1 (got {num_batches}, {mc_samples})")
     modules, skipped = kfac_layers(model, layers)
@@ -251,13 +230,12 @@ def compute_kfac(model: nn.Module, loader: DataLoader, form: str = "channel_patc
                     break
                 x, y = x.to(device), y.to(device)
                 logits = model(x)
-                # per-example output gradients = batch size x gradients of the mean loss; each MC draw
-                # counts 1 / mc_samples.
-                scale[0] = x.shape[0] / mc_samples ** 0.5
-                for s in range(mc_samples):
-                    loss = F.cross_entropy(logits, sample_labels(logits, y, fisher))
+                # per-example output gradients = batch size x gradients of the mean loss
+                scale[0] = x.shape[0]
+                losses = list(fisher_losses(logits, y, fisher, mc_samples))
+                for s, loss in enumerate(losses):
                     model.zero_grad(set_to_none=True)
-                    _backward(loss, retain_graph=s < mc_samples - 1)
+                    quiet_backward(loss, retain_graph=s < len(losses) - 1)
                 examples += x.shape[0]
         finally:
             for h in handles:
@@ -275,126 +253,3 @@ def compute_kfac(model: nn.Module, loader: DataLoader, form: str = "channel_patc
             G = G + damping ** 0.5 * torch.eye(G.shape[0], device=device)
         out[n] = LayerKFAC(n, m, A, G, form, m.bias is not None)
     return KFAC(out, skipped, form, too_large)
-
-
-def per_example_weight_grads(module: nn.Module, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Per-example gradients ∇W_n = Σ_t δ_{n,t} a_{n,t}ᵀ as (N, C_out, C_in(+1 bias), k·k) from layer inputs
-    x and per-example output gradients g."""
-    bias = module.bias is not None
-    if isinstance(module, nn.Linear):
-        a = torch.cat([x, x.new_ones(x.shape[0], 1)], 1) if bias else x
-        return torch.einsum("no,ni->noi", g, a).unsqueeze(-1)
-    kk = module.kernel_size[0] * module.kernel_size[1]
-    a = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)  # (N, C·kk, T)
-    grad = torch.einsum("not,nkt->nok", g.flatten(2), a).reshape(x.shape[0], g.shape[1], -1, kk)
-    if bias:
-        b = torch.zeros_like(grad[:, :, :1, :])
-        b[:, :, 0, 0] = g.flatten(2).sum(-1)  # the bias sits at kernel position 0 of the extra input row
-        grad = torch.cat([grad, b], 2)
-    return grad
-
-
-def rotated_square_sum(grad: torch.Tensor, Q_A: torch.Tensor, Q_G: torch.Tensor) -> torch.Tensor:
-    """Σ_n (Q_Gᵀ ∇W_n[:, :, p] Q_A)²_ij of per-example gradients `grad` (N, C_out, d_A, k·k): the sum behind EKFAC's
-    second moments, shape (columns of Q_G, columns of Q_A, k·k)."""
-    return torch.einsum("oi,noap,ab->nibp", Q_G, grad, Q_A).pow(2).sum(0)
-
-
-def ekfac_correction(model: nn.Module, kfac: KFAC, loader: DataLoader, num_examples: int = 256,
-                     fisher: str = "true", weight_only: bool = False) -> dict[str, torch.Tensor]:
-    """EKFAC eigenvalues (George et al. 2018) per layer: s[i, j, p] = E_n[(Q_Gᵀ ∇W_n[:, :, p] Q_A)_ij²]
-    from per-example gradients of `num_examples` examples, shape (C_out, d_A, k·k) for channel_patch
-    factors ((C_out, d_A, 1) for im2col and Linear). Replaces λ_G[i]·λ_A[j] of K-FAC. With `weight_only`
-    the bias is left out: Q_A is the basis of the weight block (`LayerKFAC.weight_eig`, what EigenDamage
-    rotates) and d_A = C_in (C_in·k·k for im2col)."""
-    _check(kfac.form, fisher)
-    device = next(model.parameters()).device
-    inputs, outgrads = {}, {}
-    mods = {n: lf.module for n, lf in kfac.items()}
-
-    def record(name):
-        def hook(mod, inp, out):
-            inputs[name] = inp[0].detach()
-            # a gradient hook on the output tensor, as in compute_kfac: a full module backward hook fails when
-            # an in-place activation (nn.ReLU(inplace=True), torchvision's ResNet / MobileNet) follows the layer
-            out.register_hook(lambda g: outgrads.__setitem__(name, g.detach()))
-        return hook
-
-    handles = [m.register_forward_hook(record(n)) for n, m in mods.items()]
-    sums = {n: None for n in mods}
-    seen = 0
-    with eval_mode(model):
-        try:
-            for x, y in loader:
-                if seen >= num_examples:
-                    break
-                x, y = x[: num_examples - seen].to(device), y[: num_examples - seen].to(device)
-                logits = model(x)
-                loss = F.cross_entropy(logits, sample_labels(logits, y, fisher))
-                model.zero_grad(set_to_none=True)
-                _backward(loss)
-                for n, lf in kfac.items():
-                    _, qa, _, qg = lf.weight_eig() if weight_only else lf.eig()
-                    grad = per_example_weight_grads(lf.module, inputs[n], outgrads[n] * x.shape[0])
-                    if kfac.form == "im2col" and isinstance(lf.module, nn.Conv2d):
-                        grad = _as_im2col(grad, lf.has_bias)
-                        grad = grad[:, :, :-1] if weight_only and lf.has_bias else grad
-                    elif weight_only and lf.has_bias:
-                        grad = grad[:, :, :-1]
-                    sq = rotated_square_sum(grad, qa, qg)
-                    sums[n] = sq if sums[n] is None else sums[n] + sq
-                seen += x.shape[0]
-        finally:
-            for h in handles:
-                h.remove()
-            model.zero_grad(set_to_none=True)
-    all_reduce_sum(*sums.values())
-    seen = all_reduce_count(seen, device)
-    return {n: s / seen for n, s in sums.items()}
-
-
-def _as_im2col(grad: torch.Tensor, bias: bool) -> torch.Tensor:
-    """(N, C_out, C_in(+1), kk) -> (N, C_out, C_in·kk (+1), 1) in unfold's order (channel-major), the bias
-    (stored at [.., C_in, 0]) last."""
-    n, o, _, kk = grad.shape
-    w = (grad[:, :, :-1, :] if bias else grad).reshape(n, o, -1)
-    if bias:
-        w = torch.cat([w, grad[:, :, -1, :1]], 2)
-    return w.unsqueeze(-1)
-
-
-def diagonal_fisher(model: nn.Module, loader: DataLoader, num_examples: int = 256, fisher: str = "true",
-                    chunk: int = 64) -> dict[str, torch.Tensor]:
-    """Diagonal of the Fisher, F_ii = E_n[(∂ℓ_n/∂θ_i)²], from exact per-example gradients
-    (torch.func.vmap of torch.func.grad), by parameter name, each shaped like its parameter. `chunk` examples
-    at a time, fewer when chunk x parameters would exceed PER_EXAMPLE_BUDGET (VGG-11's 129 M: one at a time)."""
-    from torch.func import functional_call, grad, vmap
-
-    _check("channel_patch", fisher)
-    device = next(model.parameters()).device
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    chunk = max(1, min(chunk, PER_EXAMPLE_BUDGET // max(1, sum(v.numel() for v in params.values()))))
-    buffers = {k: v.detach() for k, v in model.named_buffers()}
-
-    def loss_one(p, x, y):
-        logits = functional_call(model, (p, buffers), (x.unsqueeze(0),))
-        return F.cross_entropy(logits, y.unsqueeze(0))
-
-    per_example = vmap(grad(loss_one), in_dims=(None, 0, 0))
-    sums = {k: torch.zeros_like(v) for k, v in params.items()}
-    seen = 0
-    with eval_mode(model):
-        for x, y in loader:
-            if seen >= num_examples:
-                break
-            x, y = x[: num_examples - seen].to(device), y[: num_examples - seen].to(device)
-            with torch.no_grad():
-                y = sample_labels(model(x), y, fisher)
-            for i in range(0, x.shape[0], chunk):
-                grads = per_example(params, x[i:i + chunk], y[i:i + chunk])
-                for k, g in grads.items():
-                    sums[k] += (g ** 2).sum(0)
-            seen += x.shape[0]
-    all_reduce_sum(*sums.values())
-    seen = all_reduce_count(seen, device)
-    return {k: s / seen for k, s in sums.items()}

@@ -35,7 +35,8 @@ from torch import nn
 
 from ..checks import TOLERANCE, checked
 from ..curvature import compute_kfac
-from ..curvature.kfac import FISHERS, MAX_FACTOR
+from ..curvature.fisher import FISHERS
+from ..curvature.kfac import MAX_FACTOR
 from ..metrics import count_params, layer_pixels
 from ..models import classifier_of
 from ..pruner import PruneContext, PruneResult, TargetUnreachable, closest_threshold, finish, rounded_width
@@ -295,11 +296,6 @@ def factorise(module: nn.Module, ls: LayerScores, keep_in: torch.Tensor, keep_ou
     return bottleneck(module, rot_out, ls.weight_star[keep_out][:, keep_in], rot_in, freeze_rotations)
 
 
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
-
-
 def rebuild(model: nn.Module, layers: list[LayerScores], plan: dict[str, tuple[int, int] | None],
             freeze_rotations: bool = False) -> nn.Module:
     """Replace every layer the plan factors by its EigenBottleneck keeping its top-scoring directions (in place)."""
@@ -308,7 +304,7 @@ def rebuild(model: nn.Module, layers: list[LayerScores], plan: dict[str, tuple[i
             r_in, r_out = plan[ls.name]
             new = factorise(model.get_submodule(ls.name), ls, _top(ls.score_in, r_in), _top(ls.score_out, r_out),
                             freeze_rotations)
-            _set_module(model, ls.name, new)
+            model.set_submodule(ls.name, new)
     return model
 
 

@@ -35,7 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import TOLERANCE, checked
-from ..curvature.kfac import FISHERS, KFAC, MAX_FACTOR, ekfac_correction
+from ..curvature.ekfac import ekfac_correction
+from ..curvature.fisher import FISHERS
+from ..curvature.kfac import KFAC, MAX_FACTOR
 from ..metrics import count_params
 from ..pruner import PruneContext, PruneResult, TargetUnreachable, finish
 from ..train import recalibrate_bn
@@ -115,6 +117,7 @@ def plan_preview(model: nn.Module, layers: list[ed.LayerScores], factors: dict, 
 
 # ------------------------------------------------------------------------------------------------ regrow
 
+@torch.no_grad()
 @torch.no_grad()
 def batch_loss(model: nn.Module, loader, num_batches: int) -> float:
     """Mean cross-entropy of `model` (eval mode) over the first `num_batches` batches of `loader`."""

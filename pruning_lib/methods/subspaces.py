@@ -122,7 +122,7 @@ def collapsed_kfac(model: nn.Module, names: list[str], loader, fisher: str, num_
                 new.weight.copy_(w.reshape(new.weight.shape))
                 if new.bias is not None:
                     new.bias.copy_(m.rot_out.bias)
-            ed._set_module(plain, n, new)
+            plain.set_submodule(n, new)
     return compute_kfac(plain, loader, form="channel_patch", fisher=fisher, num_batches=num_batches, layers=names)
 
 
@@ -168,5 +168,5 @@ def rebuild_subspace(model: nn.Module, layers: list[ed.LayerScores], plan: dict,
         if plan.get(ls.name) is not None:
             module = model.get_submodule(ls.name)
             parts = subspace_parts(module, ls, plan[ls.name], subspace, factors.get(ls.name), damping)
-            ed._set_module(model, ls.name, ed.bottleneck(module, *parts, freeze_rotations))
+            model.set_submodule(ls.name, ed.bottleneck(module, *parts, freeze_rotations))
     return model

@@ -55,8 +55,9 @@ def plot_kept_directions(ax, layers: list[LayerScores], plan: dict) -> list:
     bars = list(ax.bar(x - 0.2, [r[0] / ls.c_in for r, ls in zip(kept, layers)], 0.4, label="input directions"))
     bars += list(ax.bar(x + 0.2, [r[1] / ls.c_out for r, ls in zip(kept, layers)], 0.4, label="output directions"))
     ax.set_xticks(x, [ls.name for ls in layers], rotation=90, fontsize=7)
-    ax.set(title="eigenbasis rank selection", ylabel="fraction of directions kept", ylim=(0, 1.05))
-    ax.legend(fontsize=7)
+    ax.set(title="eigenbasis rank selection", ylabel="fraction of directions kept", ylim=(0, 1.3))
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    ax.legend(fontsize=7, ncol=2, loc="upper left")  # in the band above 1, never over a bar
     return bars
 
 

@@ -15,7 +15,7 @@ def plot_second_moments(ax, measured: torch.Tensor, estimates: dict[str, torch.T
         y = est.flatten().double().clamp_min(1e-20).cpu().numpy()
         artists.append(ax.loglog(x, y, ".", ms=3, alpha=0.5, color=f"C{k}", label=label)[0])
     lo, hi = x.min(), x.max()
-    artists += ax.loglog([lo, hi], [lo, hi], "k--", lw=1, label="exact")
+    artists += ax.loglog([lo, hi], [lo, hi], "k--", lw=1, label="estimate = measured")
     ax.set(title="per-direction second moments: estimate vs measured", xlabel="measured on held-out examples "
            "(squared gradient units)", ylabel="estimate (same units)")
     ax.legend(fontsize=8)
@@ -50,17 +50,21 @@ def plot_ablation(ax, df: pd.DataFrame, col: str = "acc_finetuned") -> list:
     ax.set_xticks(np.arange(len(methods)), [m.replace("improved_eigendamage", "improved") for m in methods],
                   rotation=60, ha="right", fontsize=7)
     finite = stats["mean"].dropna()
-    ax.set(title="ablation: accuracy after fine-tuning (mean ± std over seeds)", ylabel=f"{col} (%)",
+    label = {"acc_finetuned": "after fine-tuning", "acc_pruned": "right after pruning (BatchNorm re-estimated)"}.get(col, col)
+    ax.set(title=f"ablation: test accuracy {label} (mean ± std over seeds)", ylabel="test accuracy (%)",
            ylim=(max(0.0, finite.min() - 5), min(100.0, finite.max() + 2)))
     ax.legend(fontsize=8)
     return artists
 
 
 def plot_predicted_increase(ax, predicted: dict[str, float]) -> list:
-    """Bars: the K-FAC prediction of each layer's loss increase (log scale; 0 for a layer left as it is)."""
+    """Bars: the K-FAC prediction of each layer's loss increase (log scale); a layer left as it is (0) gets no bar
+    and "(kept)" after its name."""
     names = list(predicted)
-    bars = list(ax.bar(np.arange(len(names)), [max(v, 1e-9) for v in predicted.values()], color="C3"))
+    x = np.arange(len(names))
+    changed = [k for k, v in enumerate(predicted.values()) if v > 0]
+    bars = list(ax.bar(x[changed], [list(predicted.values())[k] for k in changed], color="C3"))
     ax.set_yscale("log")
-    ax.set_xticks(np.arange(len(names)), names, rotation=90, fontsize=7)
+    ax.set_xticks(x, [n if k in changed else f"{n} (kept)" for k, n in enumerate(names)], rotation=90, fontsize=7)
     ax.set(title="predicted loss increase per layer (K-FAC)", ylabel="nats / example (log)")
     return bars

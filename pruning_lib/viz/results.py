@@ -1,14 +1,15 @@
 """Plots of a sweep's results (runner, notebook 08): accuracy against the parameter reduction or GFLOPs, one
-line per method with error bars over seeds, and the Pareto front. Each draws on a given Axes."""
+line per method with error bars over seeds (each method in its own colour and marker, `viz.palette`), and the
+Pareto front. Each draws on a given Axes."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
 import pandas as pd
 from matplotlib.ticker import EngFormatter
 
 from ..results import pareto_front, tradeoff
+from .palette import method_style
 
 AXES = {"param_reduction": "parameters removed (fraction of the unpruned model)",
         "gflops": "FLOPs per image (2 x MACs)"}
@@ -17,19 +18,18 @@ AXES = {"param_reduction": "parameters removed (fraction of the unpruned model)"
 def plot_tradeoff(ax, df: pd.DataFrame, x: str = "param_reduction", y: str = "acc_finetuned",
                   methods: list[str] | None = None, front: bool = True) -> list:
     """Mean `y` ± std over seeds against mean `x`, one line per method (those in `methods`, default all), and
-    the Pareto front of the points drawn as a dashed black line."""
+    the Pareto front of the points drawn as a wide light-grey band behind them."""
     points = tradeoff(df, x, y)
     if methods is not None:
         points = points[points["method"].isin(methods)]
     scale = 1e9 if x == "gflops" else 1.0  # GFLOPs drawn in FLOPs with SI prefixes (kFLOPs, MFLOPs, GFLOPs)
-    colours = matplotlib.colormaps["tab20"]
     artists = []
-    for k, (method, p) in enumerate(points.groupby("method", sort=False)):
-        artists.append(ax.errorbar(p["x"] * scale, p["y"], yerr=p["y_std"], marker="os^vD"[k % 5], ms=4, capsize=3,
-                                   color=colours(k % 20), label=method))
-    if front and len(points):
+    for method, p in points.groupby("method", sort=False):
+        artists.append(ax.errorbar(p["x"] * scale, p["y"], yerr=p["y_std"], ms=5, capsize=3, label=method,
+                                   **method_style(method)))
+    if front and len(points):  # a wide light band behind the methods' lines, so that no method's style is taken
         f = pareto_front(points, lower_x_is_better=(x == "gflops"), tolerance=0.01 if x == "param_reduction" else 0.0)
-        artists += ax.plot(f["x"] * scale, f["y"], "k--", lw=1, label="Pareto front")
+        artists += ax.plot(f["x"] * scale, f["y"], "-", color="0.8", lw=6, alpha=0.7, zorder=0, label="Pareto front")
     label = "test accuracy after fine-tuning (%)" if y == "acc_finetuned" else "test accuracy right after pruning (%)"
     ax.set(xlabel=AXES.get(x, x), ylabel=label, title=f"{label.split(' (')[0]} vs {AXES.get(x, x).split(' (')[0]}")
     if x == "gflops":

@@ -35,7 +35,8 @@ from torch import nn
 
 from ...checks import checked
 from ...curvature import compute_kfac, diagonal_fisher
-from ...curvature.kfac import FISHERS, MAX_FACTOR
+from ...curvature.fisher import FISHERS
+from ...curvature.kfac import MAX_FACTOR
 from ...pruner import PruneContext, PruneResult
 from .groups import GROUP_REDUCTIONS, NORMALIZATIONS, ChannelPruner, Selection, is_depthwise, run_channel_method
 
