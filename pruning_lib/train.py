@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
+from .batches import first_batches
 from .data import DATA_DIR, Splits, make_loader
 from .distributed import (all_reduce_count, all_reduce_sum, broadcast_state, is_distributed, is_main, on_main,
                           world_size)
@@ -100,8 +101,7 @@ def evaluate(model: nn.Module, loader: DataLoader) -> dict[str, float]:
     device = next(model.parameters()).device
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # correct, total, summed loss
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    for x, y in first_batches(loader, device=device, non_blocking=True):
         with _autocast(device):
             logits = model(x)
         sums += torch.stack([(logits.argmax(1) == y).sum().double(), torch.tensor(y.numel(), device=device).double(),
@@ -153,10 +153,7 @@ def train(model: nn.Module, train_loader: DataLoader, recipe: TrainRecipe, val_l
         if sampler is not None:
             sampler.set_epoch(epoch)
         running, seen = 0.0, 0
-        for step, (x, y) in enumerate(train_loader):
-            if step >= per_epoch:
-                break
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        for x, y in first_batches(train_loader, per_epoch, device=device, non_blocking=True):
             with _autocast(device):
                 loss = loss_fn(net, x, y)
             opt.zero_grad(set_to_none=True)
@@ -214,10 +211,8 @@ def recalibrate_bn(model: nn.Module, loader: DataLoader, num_batches: int = 20) 
         bn.reset_running_stats()
         bn.momentum = None
     model.train()
-    for i, (x, _) in enumerate(loader):
-        if i >= num_batches:
-            break
-        model(x.to(device))
+    for x, _ in first_batches(loader, num_batches, device=device):
+        model(x)
     for bn, m in zip(bns, saved):
         bn.momentum = m
         if is_distributed():  # every rank averaged the same number of batches: the mean over ranks is exact

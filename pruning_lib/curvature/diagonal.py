@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..distributed import all_reduce_count, all_reduce_sum
+from ..batches import first_batches
+from ..distributed import all_reduce_sum
 from ..modes import eval_mode
 from .fisher import check_form_and_fisher, sample_labels
 
@@ -33,12 +34,9 @@ def diagonal_fisher(model: nn.Module, loader: DataLoader, num_examples: int = 25
 
     per_example = vmap(grad(loss_one), in_dims=(None, 0, 0))
     sums = {k: torch.zeros_like(v) for k, v in params.items()}
-    seen = 0
+    batches = first_batches(loader, num_examples=num_examples, device=device)
     with eval_mode(model):
-        for x, y in loader:
-            if seen >= num_examples:
-                break
-            x, y = x[: num_examples - seen].to(device), y[: num_examples - seen].to(device)
+        for x, y in batches:
             with torch.no_grad():
                 logits = model(x)
             if fisher == "exact":  # Σ_c p_c (∂ℓ(c)/∂θ)²: one label per class, weighted by its probability
@@ -52,7 +50,6 @@ def diagonal_fisher(model: nn.Module, loader: DataLoader, num_examples: int = 25
                     for k, g in grads.items():
                         sq = g ** 2 if w is None else g ** 2 * w[i:i + chunk].reshape(-1, *[1] * (g.dim() - 1))
                         sums[k] += sq.sum(0)
-            seen += x.shape[0]
     all_reduce_sum(*sums.values())
-    seen = all_reduce_count(seen, device)
+    seen = batches.reduced_examples()
     return {k: s / seen for k, s in sums.items()}

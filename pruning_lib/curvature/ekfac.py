@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..distributed import all_reduce_count, all_reduce_sum
+from ..batches import first_batches
+from ..distributed import all_reduce_sum
 from ..modes import eval_mode
 from .fisher import check_form_and_fisher, fisher_losses, quiet_backward
 from .kfac import KFAC
@@ -58,13 +59,10 @@ def ekfac_correction(model: nn.Module, kfac: KFAC, loader: DataLoader, num_examp
 
     handles = [m.register_forward_hook(record(n)) for n, m in mods.items()]
     sums = {n: None for n in mods}
-    seen = 0
+    batches = first_batches(loader, num_examples=num_examples, device=device)
     with eval_mode(model):
         try:
-            for x, y in loader:
-                if seen >= num_examples:
-                    break
-                x, y = x[: num_examples - seen].to(device), y[: num_examples - seen].to(device)
+            for x, y in batches:
                 logits = model(x)
                 losses = list(fisher_losses(logits, y, fisher))
                 for k, loss in enumerate(losses):
@@ -80,13 +78,12 @@ def ekfac_correction(model: nn.Module, kfac: KFAC, loader: DataLoader, num_examp
                             grad = grad[:, :, :-1]
                         sq = rotated_square_sum(grad, qa, qg)
                         sums[n] = sq if sums[n] is None else sums[n] + sq
-                seen += x.shape[0]
         finally:
             for h in handles:
                 h.remove()
             model.zero_grad(set_to_none=True)
     all_reduce_sum(*sums.values())
-    seen = all_reduce_count(seen, device)
+    seen = batches.reduced_examples()
     return {n: s / seen for n, s in sums.items()}
 
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..batches import first_batches
 from ..modes import eval_mode
 
 
@@ -29,11 +30,7 @@ class HessianOperator:
         if not self.params:
             raise ValueError("params: no trainable parameters given")
         device = self.params[0].device
-        self.batches = []
-        for i, (x, y) in enumerate(loader):
-            if i >= num_batches:
-                break
-            self.batches.append((x.to(device), y.to(device)))
+        self.batches = list(first_batches(loader, num_batches, device=device))
         self.weights = [x.shape[0] / sum(b[0].shape[0] for b in self.batches) for x, _ in self.batches]
         self.dim = sum(p.numel() for p in self.params)
         self.device, self.dtype = device, self.params[0].dtype

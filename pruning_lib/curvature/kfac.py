@@ -29,8 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..batches import first_batches
 from ..distributed import all_reduce_count, all_reduce_sum
 from ..modes import eval_mode
+from .damping import damp
 from .fisher import check_form_and_fisher, fisher_losses, quiet_backward
 
 # compute_kfac's default largest factor side: 8192² in float64 is 512 MB, its eigh ~80 s on 2 CPU cores (4096: 9 s);
@@ -189,7 +191,8 @@ def compute_kfac(model: nn.Module, loader: DataLoader, form: str = "channel_patc
     """K-FAC factors (A, G) of every Conv2d / Linear layer, averaged over `num_batches` batches.
 
     One forward pass per batch records inputs (forward hooks) and the backward passes of `fisher_losses`
-    (`mc_samples` for "true", one per class for "exact") record output gradients (gradient hooks on the layer outputs). `damping` γ adds √γ·I to both A and G. Factors live on the
+    (`mc_samples` for "true", one per class for "exact") record output gradients (gradient hooks on the layer outputs). `damping` γ adds √γ·I to both A and G
+    (`damping.damp(·, γ, "absolute_sqrt")`). Factors live on the
     model's device. A layer whose `factor_sides` exceed `max_factor` (None: no limit) goes to skipped / too_large."""
     check_form_and_fisher(form, fisher)
     if num_batches < 1 or mc_samples < 1:
@@ -204,7 +207,7 @@ def compute_kfac(model: nn.Module, loader: DataLoader, form: str = "channel_patc
     a_sum = {n: None for n in modules}
     g_sum = {n: None for n in modules}
     rows = dict.fromkeys(modules, 0)
-    examples, scale = 0, [1.0]
+    scale = [1.0]
 
     def grad_hook(name):
         def hook(gout):
@@ -223,12 +226,10 @@ def compute_kfac(model: nn.Module, loader: DataLoader, form: str = "channel_patc
         return hook
 
     handles = [m.register_forward_hook(fwd(n)) for n, m in modules.items()]
+    batches = first_batches(loader, num_batches, device=device)
     with eval_mode(model):
         try:
-            for b, (x, y) in enumerate(loader):
-                if b >= num_batches:
-                    break
-                x, y = x.to(device), y.to(device)
+            for x, y in batches:
                 logits = model(x)
                 # per-example output gradients = batch size x gradients of the mean loss
                 scale[0] = x.shape[0]
@@ -236,7 +237,6 @@ def compute_kfac(model: nn.Module, loader: DataLoader, form: str = "channel_patc
                 for s, loss in enumerate(losses):
                     model.zero_grad(set_to_none=True)
                     quiet_backward(loss, retain_graph=s < len(losses) - 1)
-                examples += x.shape[0]
         finally:
             for h in handles:
                 h.remove()
@@ -244,12 +244,11 @@ def compute_kfac(model: nn.Module, loader: DataLoader, form: str = "channel_patc
     # Under torch.distributed the sums and counts of all ranks are added before dividing (N ranks, N x batches).
     all_reduce_sum(*a_sum.values(), *g_sum.values())
     rows = {n: all_reduce_count(r, device) for n, r in rows.items()}
-    examples = all_reduce_count(examples, device)
+    examples = batches.reduced_examples()
     out = {}
     for n, m in modules.items():
         A, G = a_sum[n] / rows[n], g_sum[n] / examples
         if damping > 0:
-            A = A + damping ** 0.5 * torch.eye(A.shape[0], device=device)
-            G = G + damping ** 0.5 * torch.eye(G.shape[0], device=device)
+            A, G = damp(A, damping, "absolute_sqrt"), damp(G, damping, "absolute_sqrt")
         out[n] = LayerKFAC(n, m, A, G, form, m.bias is not None)
     return KFAC(out, skipped, form, too_large)

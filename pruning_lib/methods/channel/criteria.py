@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...checks import check_positive_int, checked
-from ...distributed import all_reduce_count, all_reduce_sum
+from ...batches import first_batches
+from ...distributed import all_reduce_sum
 from ...modes import eval_mode
 from ...pruner import PruneContext, PruneResult
 from .groups import GROUP_REDUCTIONS, NORMALIZATIONS, ChannelPruner, run_channel_method
@@ -39,22 +40,19 @@ def taylor_scores(model: nn.Module, names: list[str], loader, num_batches: int =
     modules = dict(model.named_modules())
     device = next(model.parameters()).device
     sums = {n: torch.zeros(modules[n].weight.shape[0], device=device) for n in names}
-    seen = 0
+    batches = first_batches(loader, num_batches, device=device)
     with eval_mode(model):
         try:
-            for b, (x, y) in enumerate(loader):
-                if b >= num_batches:
-                    break
+            for x, y in batches:
                 model.zero_grad(set_to_none=True)
-                F.cross_entropy(model(x.to(device)), y.to(device)).backward()
+                F.cross_entropy(model(x), y).backward()
                 for n in names:
                     w = modules[n].weight
                     sums[n] += (w.detach() * w.grad).flatten(1).sum(1).abs()
-                seen += 1
         finally:
             model.zero_grad(set_to_none=True)
     all_reduce_sum(*sums.values())  # under torch.distributed: every rank's batches
-    seen = all_reduce_count(seen, device)
+    seen = batches.reduced_batches()
     return {n: s / seen for n, s in sums.items()}
 
 

@@ -23,8 +23,9 @@ so rows R become 0 and the kept rows K move by ΔW_K = -[G⁻¹]_KR ([G⁻¹]_RR
 Each producer of a group is corrected on its own (K-FAC is block-diagonal over layers); the consumers'
 input channels are removed without compensation.
 
-Damping: G and A get γ·mean(diag)·I added before inversion (relative, so the same γ suits factors of
-any scale; compute_kfac's absolute √γ·I would swamp the tiny output-gradient factor G of a trained net).
+Damping: G and A get γ·mean(diag)·I added before inversion (curvature.damping.damp, kind="relative": the same γ
+suits factors of any scale; compute_kfac's absolute √γ·I would swamp the tiny output-gradient factor G of a
+trained net).
 """
 from __future__ import annotations
 
@@ -35,8 +36,10 @@ from torch import nn
 
 from ...checks import checked
 from ...curvature import compute_kfac, diagonal_fisher
+from ...curvature.damping import damp
 from ...curvature.fisher import FISHERS
 from ...curvature.kfac import MAX_FACTOR
+from ...curvature.quadratic import kfac_quadratic_form
 from ...pruner import PruneContext, PruneResult
 from .groups import GROUP_REDUCTIONS, NORMALIZATIONS, ChannelPruner, Selection, is_depthwise, run_channel_method
 
@@ -47,13 +50,6 @@ def weight_matrix(module: nn.Module) -> torch.Tensor:
     """W as (C_out, d): the weight flattened in im2col order (C_in, kh, kw), the bias as a last column."""
     w = module.weight.detach().flatten(1)
     return torch.cat([w, module.bias.detach()[:, None]], 1) if module.bias is not None else w
-
-
-def damp(m: torch.Tensor, damping: float) -> torch.Tensor:
-    """M + γ·mean(diag M)·I in float64 (γ = damping, relative to the factor's mean eigenvalue)."""
-    m = m.double()
-    scale = m.diagonal().mean().clamp_min(torch.finfo(torch.float64).tiny)
-    return m + damping * scale * torch.eye(m.shape[0], dtype=m.dtype, device=m.device)
 
 
 def obd_layer_scores(weight: torch.Tensor, fisher_diag: torch.Tensor) -> torch.Tensor:
@@ -92,7 +88,7 @@ def obd_scores(model: nn.Module, names: list[str], loader, num_examples: int = 2
 def obs_factors(model: nn.Module, names: list[str], loader, num_batches: int = 4, fisher: str = "true",
                 damping: float = 1e-2, max_factor: int | None = MAX_FACTOR,
                 too_large: dict[str, str] | None = None) -> dict[str, dict[str, torch.Tensor]]:
-    """Per named layer: the damped im2col K-FAC factors A, G (compute_kfac, then `damp`) and their inverses
+    """Per named layer: the damped im2col K-FAC factors A, G (compute_kfac, then relative `damp`) and their inverses
     A_inv, G_inv (float64). A layer whose factor side exceeds `max_factor` gets none; it is added to the dict
     `too_large` (if given) with the reason."""
     kfac = compute_kfac(model, loader, form="im2col", fisher=fisher, num_batches=num_batches, layers=names,
@@ -101,7 +97,7 @@ def obs_factors(model: nn.Module, names: list[str], loader, num_batches: int = 4
         too_large.update(kfac.too_large)
     out = {}
     for n in (n for n in names if n in kfac):
-        A, G = damp(kfac[n].A, damping), damp(kfac[n].G, damping)
+        A, G = damp(kfac[n].A, damping, "relative"), damp(kfac[n].G, damping, "relative")
         out[n] = {"A": A, "G": G, "A_inv": torch.linalg.inv(A), "G_inv": torch.linalg.inv(G)}
     return out
 
@@ -195,11 +191,9 @@ def prune_obs(model: nn.Module, ctx: PruneContext, target: float, layer_cap: flo
     return result
 
 
-def kfac_cost(delta: torch.Tensor, A: torch.Tensor, G: torch.Tensor) -> float:
-    """K-FAC quadratic form of a weight change ΔW (C_out x d): vec(ΔW)ᵀ (G ⊗ A) vec(ΔW) = tr(G ΔW A ΔWᵀ)
-    (twice the predicted loss increase)."""
-    d = delta.double()
-    return float(torch.trace(G.double() @ d @ A.double() @ d.T))
+# K-FAC quadratic form of a weight change ΔW (C_out x d): vec(ΔW)ᵀ (G ⊗ A) vec(ΔW) = tr(G ΔW A ΔWᵀ) (twice the
+# predicted loss increase). The notebooks know it by this name; its one definition is in curvature/quadratic.py.
+kfac_cost = kfac_quadratic_form
 
 
 def quadratic_pruning(H: torch.Tensor, w: torch.Tensor, q: int) -> dict[str, Any]:
