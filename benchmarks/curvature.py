@@ -1,11 +1,10 @@
 """Cost of the curvature toolkit on narrow ResNet-32 (3x32x32, batch 128), as time and as a ratio to one
 plain forward+backward. Random images and labels: the costs do not depend on the values.
+Each step: the median of --repeats timed calls, each after an untimed warm-up call (benchmarks/timing.py).
 Usage: python benchmarks/curvature.py [--device cuda] [--threads 2] [--repeats 3]"""
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -13,27 +12,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pruning_lib.curvature import HessianOperator, compute_kfac, ekfac_correction, spectral_density
 from pruning_lib.models import build_model
-
-
-def timed(fn, repeats: int, device: torch.device) -> float:
-    """Median wall time of fn() in seconds (CUDA synchronised)."""
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from timing import median_seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per step (median reported)")
     parser.add_argument("--batch", type=int, default=128)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -49,11 +35,11 @@ def main() -> None:
         F.cross_entropy(model(xd), yd).backward()
 
     rows = {}
-    rows["plain forward+backward"] = timed(fwd_bwd, args.repeats, device)
+    rows["plain forward+backward"] = median_seconds(fwd_bwd, args.repeats)
     kfac = {}
     for form in ("channel_patch", "im2col"):
-        rows[f"K-FAC pass, {form}"] = timed(lambda f=form: kfac.__setitem__(f, compute_kfac(model, loader, form=f, num_batches=1)),
-                                            args.repeats, device)
+        rows[f"K-FAC pass, {form}"] = median_seconds(
+            lambda f=form: kfac.__setitem__(f, compute_kfac(model, loader, form=f, num_batches=1)), args.repeats)
     cp = kfac["channel_patch"]
 
     def eig_all():
@@ -61,15 +47,16 @@ def main() -> None:
             lf._eig = None
             lf.eig()
 
-    rows["eigh of all channel-patch factors"] = timed(eig_all, args.repeats, device)
-    rows["EKFAC correction (128 examples)"] = timed(lambda: ekfac_correction(model, cp, loader, num_examples=args.batch),
-                                                    1, device)
+    rows["eigh of all channel-patch factors"] = median_seconds(eig_all, args.repeats)
+    rows[f"EKFAC correction ({args.batch} examples)"] = median_seconds(
+        lambda: ekfac_correction(model, cp, loader, num_examples=args.batch), 1)
     op = HessianOperator(model, loader, 1)
     v = torch.randn(op.dim, device=device)
-    rows["one Hessian-vector product"] = timed(lambda: op.matvec(v), args.repeats, device)
-    rows["20-step Lanczos spectral density"] = timed(lambda: spectral_density(op, steps=20), 1, device)
+    rows["one Hessian-vector product"] = median_seconds(lambda: op.matvec(v), args.repeats)
+    rows["20-step Lanczos spectral density"] = median_seconds(lambda: spectral_density(op, steps=20), 1)
     base = rows["plain forward+backward"]
-    print(f"narrow ResNet-32, batch {args.batch}, device {device}, {torch.get_num_threads()} threads\n")
+    print(f"narrow ResNet-32, batch {args.batch}, device {device}, {torch.get_num_threads()} threads, "
+          f"median of {args.repeats} timed calls (EKFAC, Lanczos: 1)\n")
     print("| step | time (s) | ratio to forward+backward |\n|---|---|---|")
     for name, t in rows.items():
         print(f"| {name} | {t:.3f} | {t / base:.2f}x |")

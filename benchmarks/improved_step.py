@@ -3,15 +3,15 @@
 EigenDamage step: channel-patch K-FAC from 1024 images (8 batches of 128, true Fisher), eigendecompositions,
 scores, threshold search, rebuild. Improved step (one-shot): the same K-FAC, then EKFAC second moments from
 per-example gradients of 1024 images (when eigenvalues=ekfac), the subspace (plain or whitened Tucker-2 / HOOI per layer) and the rebuild.
-Random images and an untrained network: the timings do not depend on the weights' values. Each variant runs
-`--repeats` times on a fresh copy; the table shows the fastest. Run it alone (other jobs on the cores distort it).
+Random images and an untrained network: the timings do not depend on the weights' values. Each variant is timed
+`--repeats` times on a fresh copy, each after an untimed warm-up call (benchmarks/timing.py); the table shows the
+median. Run it alone (other jobs on the cores distort it).
 Usage: python benchmarks/improved_step.py [--device cuda] [--threads 2] [--repeats 2]
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import time
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -21,6 +21,7 @@ from pruning_lib.methods import improved as im
 from pruning_lib.metrics import count_params
 from pruning_lib.models import build_model
 from pruning_lib.pruner import PruneContext
+from timing import timed as median_timed
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--target", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="timed calls per variant (median reported)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -39,20 +40,9 @@ def main() -> None:
     loader = DataLoader(data, batch_size=128)
     params0 = count_params(model)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     def timed(fn) -> tuple[float, dict]:
-        best, info = float("inf"), {}
-        for _ in range(args.repeats):
-            net = copy.deepcopy(model)
-            sync()
-            t0 = time.perf_counter()
-            info = fn(net)
-            sync()
-            best = min(best, time.perf_counter() - t0)
-        return best, info
+        """(median seconds over the repeats, the info of the last call), each call on a fresh copy of the model."""
+        return median_timed(fn, args.repeats, fresh=lambda: copy.deepcopy(model))
 
     rows = {}
     rows["eigendamage (K-FAC)"] = timed(lambda net: ed.eigendamage(net, loader, args.target, shape, params0,
@@ -66,7 +56,7 @@ def main() -> None:
             net, ctx, args.target, num_examples=1024, num_batches=8, schedule="oneshot", **o)[1])
     ref = rows["eigendamage (K-FAC)"][0]
     print(f"narrow ResNet-32 ({params0:,} params), target {args.target:.0%}, device {device}, "
-          f"{torch.get_num_threads()} threads, best of {args.repeats}")
+          f"{torch.get_num_threads()} threads, median of {args.repeats}")
     print(f"| step | seconds | ratio to EigenDamage | scores (K-FAC + EKFAC) s | subspace + rebuild s |")
     print("|---|---|---|---|---|")
     for label, (sec, info) in rows.items():

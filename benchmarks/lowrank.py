@@ -10,13 +10,13 @@
 Random weights: timings do not depend on the weights' values, so CP runs 5 ALS iterations in part 2.
 One thread by default: on the shared 2-core machine, 2-thread LAPACK calls on these small matrices stalled
 25-300x under load (CP-ALS of a 64x64x3x3 kernel: 1.0 s with 1 thread, 24 s with 2).
-Usage: python benchmarks/lowrank.py [--device cuda] [--threads 1] [--no-wide]
+Decomposition times: the median of --repeats timed calls (default 1), each after an untimed warm-up call
+(benchmarks/timing.py). Usage: python benchmarks/lowrank.py [--device cuda] [--threads 1] [--no-wide] [--repeats 1]
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import time
 
 import torch
 from torch import nn
@@ -25,6 +25,7 @@ from pruning_lib.methods import lowrank as lr
 from pruning_lib.metrics import count_macs, count_params, measure_latency
 from pruning_lib.models import build_model
 from pruning_lib.pruner import PruneContext
+from timing import median_seconds
 
 SHAPE = (3, 32, 32)
 
@@ -36,17 +37,12 @@ def half_ranks(info: lr.LayerInfo) -> list[int]:
     return [r] * len(info.full_ranks)
 
 
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def layer_times(width: int, device: torch.device) -> list[str]:
+def layer_times(width: int, device: torch.device, repeats: int = 1) -> list[str]:
     """Markdown rows: one 3x3 conv per stage, time of each decomposition at half the layer's parameters."""
     model = build_model("resnet32", width, 3, 10).to(device)
     names = ["layer1.1.conv1", "layer2.1.conv1", "layer3.1.conv1"]
     rows = []
+    timed = lambda fn: median_seconds(fn, repeats)  # noqa: E731
     for name in names:
         conv = model.get_submodule(name)
         sub = nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(conv.out_channels, 10)).to(device)
@@ -69,6 +65,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--no-wide", action="store_true", help="skip the wide ResNet-32 layers")
+    parser.add_argument("--repeats", type=int, default=1, help="timed calls per decomposition (median reported)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -77,7 +74,7 @@ def main() -> None:
     print(f"Decomposition time per layer (s), {device}, {torch.get_num_threads()} threads, half the layer's params")
     print("| layer | weight shape | spectra + VBMF | SVD | Tucker-2 (HOOI x10) | CP (ALS x50) |\n|---|---|---|---|---|---|")
     for width in (1,) if args.no_wide else (1, 4):
-        print("\n".join(layer_times(width, device)))
+        print("\n".join(layer_times(width, device, args.repeats)))
 
     base = build_model("resnet32", 1, 3, 10).to(device).eval()
     params0, macs0 = count_params(base), count_macs(base, SHAPE)

@@ -4,7 +4,7 @@ For each seed a baseline is trained (or loaded from data/checkpoints/). For each
 copy of it is pruned, BatchNorm statistics are re-estimated on training batches (the same for every
 method), the test accuracy is taken (`acc_pruned`), the model is fine-tuned with the same recipe for
 every method (best validation epoch kept) and tested again (`acc_finetuned`). Each finished row is
-written at once (results.py: atomic rewrite, strict reading); a re-run skips the rows already there. A
+written at once (pruning_lib.results: atomic rewrite, strict reading); a re-run skips the rows already there. A
 target a method cannot reach is recorded as a failed row (reason, closest reduction) and the sweep goes on.
 """
 from __future__ import annotations
@@ -29,7 +29,8 @@ from .files import write_text_atomic
 from .metrics import compression_summary, count_macs, count_params, measure_latency
 from .pruner import PruneContext, TargetUnreachable
 from .registry import method_of
-from .results import TIMING, failed_row, read_rows, results_frame, shard_file_name, write_rows, write_summaries
+from .results import (KEY, STAGE_COLUMNS, TIMING, Row, failed_row, read_rows, results_frame, shard_file_name,
+                      write_rows, write_summaries)
 from .train import (TrainRecipe, distillation_loss, evaluate, pick_device, recalibrate_bn, seed_everything,
                     steps_per_epoch, train, train_baseline, train_steps)
 
@@ -82,7 +83,7 @@ def _start(cfg: Config, run_dir: Path, csv_path: Path) -> tuple[list[dict], set]
     _prepare_run_dir(cfg, run_dir)
     rows = read_rows(csv_path)
     merged = read_rows(run_dir / "results.csv") if csv_path.name != "results.csv" else []
-    return rows, {(r["method"], r["target_ratio"], r["seed"]) for r in rows + merged}
+    return rows, {tuple(r[c] for c in KEY) for r in rows + merged}
 
 
 def shard_rows(grid: list, index: int, count: int) -> list:
@@ -160,13 +161,11 @@ def _finish(run_dir: Path) -> pd.DataFrame:
     return df
 
 
-STAGE_COLUMNS = ("seconds_prune", "seconds_bn", "seconds_finetune", "seconds_eval")
-
-
 def _row(cfg: Config, splits, base: nn.Module, method: str, ratio: float, seed: int, ref: tuple[int, int],
          loaders: dict, progress: bool) -> dict:
-    """One results row: prune a copy of `base` (target 0 is the unpruned copy itself), re-estimate BatchNorm,
-    test, fine-tune, test, measure latency; the seconds of each stage are kept. TargetUnreachable passes up."""
+    """One results row (a `Row`, as a dict): prune a copy of `base` (target 0 is the unpruned copy itself),
+    re-estimate BatchNorm, test, fine-tune, test, measure latency; the seconds of each stage are kept.
+    TargetUnreachable passes up."""
     seconds, t0 = {}, time.perf_counter()
     seed_everything(seed)
     # A fresh loader per row: a shared one would advance its shuffle generator, so a row's result would
@@ -200,15 +199,15 @@ def _row(cfg: Config, splits, base: nn.Module, method: str, ratio: float, seed: 
     acc_finetuned = evaluate(model, loaders["test"])["acc"]
     seconds["seconds_eval"] += time.perf_counter() - t
     summary = compression_summary(model, splits.input_shape, *ref)
-    return {"method": method, "target_ratio": ratio, "seed": seed, "params": summary["params"],
-            "nonzero_params": summary["nonzero_params"], "param_reduction": round(summary["param_reduction"], 6),
-            "macs": summary["macs"], "gflops": round(summary["gflops"], 6), "acc_pruned": round(acc_pruned, 4),
-            "acc_finetuned": round(acc_finetuned, 4), "finetune_epochs": recipe.epochs,
-            "compression": round(summary["compression"], 4),
-            "theoretical_speedup": round(summary["theoretical_speedup"], 4), "status": "ok", "error": "",
-            **{k: round(v, 3) for k, v in seconds.items()},
-            **(_latency(model, splits.input_shape) if cfg.measure_latency else {}),
-            "seconds": round(time.perf_counter() - t0, 2)}
+    return Row(method=method, target_ratio=ratio, seed=seed, params=summary["params"],
+               nonzero_params=summary["nonzero_params"], param_reduction=round(summary["param_reduction"], 6),
+               macs=summary["macs"], gflops=round(summary["gflops"], 6), acc_pruned=round(acc_pruned, 4),
+               acc_finetuned=round(acc_finetuned, 4), finetune_epochs=recipe.epochs,
+               compression=round(summary["compression"], 4),
+               theoretical_speedup=round(summary["theoretical_speedup"], 4), status="ok", error="",
+               **{k: round(v, 3) for k, v in seconds.items()},
+               **(_latency(model, splits.input_shape) if cfg.measure_latency else {}),
+               seconds=round(time.perf_counter() - t0, 2)).to_dict()
 
 
 def _latency(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
@@ -230,7 +229,7 @@ def merge_shards(run_dir: str | Path) -> pd.DataFrame:
     merged: dict[tuple, tuple[dict, str]] = {}
     for path in [run_dir / "results.csv", *shards]:
         for row in read_rows(path):
-            key = (row["method"], row["target_ratio"], row["seed"])
+            key = tuple(row[c] for c in KEY)
             if key in merged:
                 first, where = merged[key]
                 if {k: v for k, v in first.items() if k not in TIMING} != {k: v for k, v in row.items() if k not in TIMING}:

@@ -2,7 +2,9 @@
 (notebooks/, the student edition, a copy elsewhere), and the cached digits baseline the notebooks and `make run` share."""
 from __future__ import annotations
 
+import json
 import os
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -28,11 +30,27 @@ def kit_root() -> Path:
     return root
 
 
-# The baseline recipe of configs/quickstart.json: notebooks and `make run` share its cached checkpoint.
-DIGITS_RECIPE = TrainRecipe(epochs=15, lr=0.1, batch_size=64, weight_decay=5e-4, schedule="cosine")
+QUICKSTART = "configs/quickstart.json"  # under kit_root()
+
+
+@cache
+def digits_recipe() -> TrainRecipe:
+    """The baseline recipe of configs/quickstart.json, read from that file (defaults filled in), so notebooks and
+    `make run` train, and cache, the same checkpoint (TrainRecipe.key names it). Read as plain JSON: the config
+    is validated by `make run` (config.load_config), and this top-level convenience stays below the runner."""
+    cfg = json.loads((kit_root() / QUICKSTART).read_text(encoding="utf-8"))
+    return TrainRecipe(**cfg["baseline"])
+
+
+def __getattr__(name: str):
+    """DIGITS_RECIPE: `digits_recipe()`, read when first asked for (importing this module reads no file, so
+    fast_mode works without the kit's configs/)."""
+    if name == "DIGITS_RECIPE":
+        return digits_recipe()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def digits_baseline(seed: int = 0, device: torch.device | None = None, progress: bool = False) -> tuple[Splits, Baseline]:
     """The digits splits and the small digits ResNet (resnet8) trained with DIGITS_RECIPE (cached)."""
     splits = load_dataset("digits")
-    return splits, train_baseline(splits, "resnet8", 1, DIGITS_RECIPE, seed, device or pick_device(), progress=progress)
+    return splits, train_baseline(splits, "resnet8", 1, digits_recipe(), seed, device or pick_device(), progress=progress)

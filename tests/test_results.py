@@ -48,3 +48,46 @@ def test_gaps_beyond_spread_against_a_loop_over_pairs():
     expected = {(a, b) for a, b in itertools.permutations(stats.index, 2)
                 if stats.at[a, "mean"] - stats.at[b, "mean"] > stats.at[a, "std"] + stats.at[b, "std"]}
     assert got == expected and expected
+
+
+# ---------------------------------------------------------------- the record and results.csv compatibility
+from pathlib import Path  # noqa: E402
+
+from pruning_lib.results import (COLUMNS, DESCRIPTIONS, STAGE_COLUMNS, TIMING, Row, failed_row,  # noqa: E402
+                                 read_rows, results_frame, write_rows)
+
+ROOT = Path(__file__).resolve().parents[1]
+# results.csv's columns since the latency columns were added: old files must keep resuming and merging.
+FROZEN = ("method,target_ratio,seed,params,nonzero_params,param_reduction,macs,gflops,acc_pruned,acc_finetuned,"
+          "finetune_epochs,seconds,compression,theoretical_speedup,status,error,seconds_prune,seconds_bn,"
+          "seconds_finetune,seconds_eval,latency_ms_b1,latency_ms_b128,latency_threads")
+
+
+def test_the_record_generates_the_columns_of_every_written_file(tmp_path):
+    assert ",".join(COLUMNS) == FROZEN
+    assert (ROOT / "docs" / "results" / "ablation.csv").read_text().split("\n")[0] == FROZEN
+    assert TIMING == ("seconds", "seconds_prune", "seconds_bn", "seconds_finetune", "seconds_eval",
+                      "latency_ms_b1", "latency_ms_b128")
+    assert STAGE_COLUMNS == ("seconds_prune", "seconds_bn", "seconds_finetune", "seconds_eval")
+    assert all(DESCRIPTIONS[c].endswith(")") for c in COLUMNS)  # every column states its unit
+    write_rows(tmp_path / "r.csv", [Row("l1", 0.5, 0, params=3, status="ok").to_dict(),
+                                    failed_row("svd", 0.9, 1, ValueError("no\n way"), 0.8)])
+    assert (tmp_path / "r.csv").read_text().split("\n")[0] == FROZEN
+
+
+def test_the_committed_results_round_trip_unchanged(tmp_path):
+    src = ROOT / "docs" / "results" / "ablation.csv"
+    rows = read_rows(src)
+    assert rows and all(list(r) == COLUMNS for r in rows)
+    write_rows(tmp_path / "r.csv", rows)
+    assert read_rows(tmp_path / "r.csv") == rows
+    assert list(results_frame(rows).columns) == COLUMNS
+
+
+def test_files_written_before_the_later_columns_still_read(tmp_path):
+    old = COLUMNS[:COLUMNS.index("status")]  # the first files: no status, error, stage timings or latencies
+    (tmp_path / "r.csv").write_text(",".join(old) + "\n" + "l1,0.5,0,1,1,0.5,2,4e-06,50,60,3,1.5,2,1.5\n")
+    (row,) = read_rows(tmp_path / "r.csv")
+    assert row == Row("l1", 0.5, 0, params=1, nonzero_params=1, param_reduction=0.5, macs=2, gflops=4e-06,
+                      acc_pruned=50.0, acc_finetuned=60.0, finetune_epochs=3, seconds=1.5, compression=2.0,
+                      theoretical_speedup=1.5).to_dict()

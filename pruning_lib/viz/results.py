@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.ticker import EngFormatter
 
-from ..results import pareto_front, tradeoff
+from ..results import TITLES, best_cells, pareto_front, tables, tradeoff
 from .palette import method_style
 
 AXES = {"param_reduction": "parameters removed (fraction of the unpruned model)",
@@ -57,16 +57,8 @@ def save_plots(df: pd.DataFrame, run_dir: str | Path) -> list[Path]:
 
 def styled_table(df: pd.DataFrame, col: str = "acc_finetuned", fmt: str = ".2f"):
     """Method x target table of mean ± std over seeds (results.tables), the best mean of each column in bold
-    (highest accuracy, lowest GFLOPs): a pandas Styler for the notebook."""
-    from ..results import tables
-
-    title = {"acc_finetuned": "test accuracy after fine-tuning (%)",
-             "acc_pruned": "test accuracy right after pruning, BatchNorm re-estimated (%)",
-             "gflops": "GFLOPs (2 x MACs)"}[col]
+    (highest accuracy, lowest GFLOPs or latency): a pandas Styler for the notebook."""
+    title = TITLES[col]
     text = tables(df)[title]
-    done = df[df["status"] == "ok"]
-    means = done.groupby(["method", "target_ratio"])[col].mean().unstack().reindex(text.index)
-    means.columns = text.columns
-    best = means.min() if col == "gflops" else means.max()
-    bold = means.eq(best, axis="columns").replace({True: "font-weight: bold", False: ""})
+    bold = best_cells(df, col, text).replace({True: "font-weight: bold", False: ""})
     return text.style.apply(lambda _: bold, axis=None).set_caption(title)
