@@ -2,8 +2,10 @@
 
 Every registered method function is wrapped by `checked`, which reads the option defaults and their allowed
 values from the function itself (its signature and `choices`) and refuses a bad target or option before any
-work with a ValueError that names it. The config check (config.py) and the registry use the same
-`option_error`, so a value the CLI accepts is one the function accepts.
+work with a ValueError that names it. One loop checks a set of options, `check_options` (raising
+OptionError "<option>: <why>"): the wrapper uses it, and so does the registry's `Method.check` (pruner.py),
+which pruning_lib.prune and the config check (config.py) call, so a value the CLI accepts is one the function
+accepts, with the same words everywhere.
 """
 from __future__ import annotations
 
@@ -53,6 +55,15 @@ def check_choice(value: Any, allowed: tuple[str, ...], name: str) -> None:
         raise ValueError(f"{name}: unknown {value!r}, allowed: {', '.join(allowed)}")
 
 
+class OptionError(ValueError):
+    """A method option that is unknown or has a value not allowed: str() is "<option>: <why>"; `option` and
+    `why` let a caller name it its own way (the config check: method_options.<method>.<option>)."""
+
+    def __init__(self, option: str, why: str):
+        super().__init__(f"{option}: {why}")
+        self.option, self.why = option, why
+
+
 def option_error(key: str, value: Any, default: Any, allowed: tuple[str, ...] = ()) -> str | None:
     """Why `value` is not allowed for option `key` whose default is `default`, or None. The value must have
     the default's type (bool; string from `allowed`; integer count >= 1, or INT_MINIMUM; finite number
@@ -77,10 +88,30 @@ def option_error(key: str, value: Any, default: Any, allowed: tuple[str, ...] = 
     return None if value >= 0 else f"{value!r} must be >= 0"
 
 
+def check_options(options: dict[str, Any], defaults: dict[str, Any], choices: dict[str, tuple[str, ...]],
+                  owner: str = "", renamed: dict[str, str] | None = None,
+                  notes: dict[str, str] | None = None) -> None:
+    """Raise OptionError for the first option of `options` that is unknown (not in `defaults`) or whose value
+    option_error refuses. An unknown option listed in `renamed` (old -> new name) whose new name is an option
+    here is refused with "renamed; use <new> (<notes[new]>)"; any other unknown one with the allowed names."""
+    for key, value in options.items():
+        if key not in defaults:
+            new = (renamed or {}).get(key)
+            if new in defaults:
+                note = (notes or {}).get(new)
+                raise OptionError(key, f"renamed; use {new}" + (f" ({note})" if note else ""))
+            of = f" of {owner}" if owner else ""
+            raise OptionError(key, f"not an option{of}, allowed: {', '.join(defaults) or '(none)'}")
+        problem = option_error(key, value, defaults[key], choices.get(key, ()))
+        if problem:
+            raise OptionError(key, problem)
+
+
 def checked(**choices: tuple[str, ...]) -> Callable:
     """Decorator for a method function `fn(model, ctx, target, **options)`: before the call, check `target`
     and every option that has a non-None default (option_error, with `choices` the allowed strings), raising
-    ValueError "<option>: <why>". The wrapped function carries `defaults` and `choices` for the registry
+    OptionError (a ValueError) "<option>: <why>" (check_options). The wrapped function carries `defaults` and
+    `choices` for the registry
     (which refuses a registered function with a None default: its type could not be checked)."""
     def wrap(fn: Callable) -> Callable:
         signature = inspect.signature(fn)
@@ -95,11 +126,7 @@ def checked(**choices: tuple[str, ...]) -> Callable:
             bound = signature.bind(*args, **kwargs).arguments
             if "target" in bound:
                 check_target(bound["target"])
-            for key, value in bound.items():
-                if key in defaults:
-                    problem = option_error(key, value, defaults[key], choices.get(key, ()))
-                    if problem:
-                        raise ValueError(f"{key}: {problem}")
+            check_options({k: v for k, v in bound.items() if k in defaults}, defaults, choices)
             return fn(*args, **kwargs)
 
         run.defaults, run.choices = defaults, choices

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .checks import is_int, is_number
+from .checks import OptionError, is_int, is_number
 from .data import DATASETS, SHAPES
 from .models import MODELS, build_model
 from .registry import METHODS, entry_error, method_of
@@ -196,14 +196,10 @@ def validate(raw: dict[str, Any]) -> Config:
             _fail(f"method_options.{m}", entry_error(m))
         if not isinstance(opts, dict):
             _fail(f"method_options.{m}", "must be an object {option: value}")
-        spec = method_of(m)
-        for key in opts:
-            if key not in spec.options:
-                _fail(f"method_options.{m}.{key}",
-                      f"unknown option, allowed: {', '.join(spec.options) or '(none)'}")
-            problem = spec.option_error(key, opts[key])
-            if problem:
-                _fail(f"method_options.{m}.{key}", problem)
+        try:
+            method_of(m).check(opts)  # the method's own check (pruner.Method.check), named by its field path
+        except OptionError as e:
+            _fail(f"method_options.{m}.{e.option}", e.why)
     _int("bn_recalibration_batches", cfg.bn_recalibration_batches, 0)
     _int("score_batch_size", cfg.score_batch_size, 1)
     if not is_number(cfg.val_fraction) or not 0.0 < cfg.val_fraction < 1.0:

@@ -9,7 +9,7 @@ from typing import Any, Callable
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .checks import option_error
+from .checks import check_options, option_error
 from .metrics import count_macs, count_remaining_params
 
 
@@ -48,15 +48,30 @@ class TargetUnreachable(ValueError):
         self.closest = closest
 
 
+# Options renamed across methods (old name -> new name): an old name a method no longer has is refused with
+# "<old>: renamed; use <new> (<OPTION_NOTES[new]>)" when the method has the new one.
+RENAMED_OPTIONS = {"mode": "steps", "iterations": "steps", "schedule": "steps"}
+OPTION_NOTES = {"steps": "1 = one shot"}
+
+
+def no_data(options: dict[str, Any]) -> str | None:
+    """Data predicate of a method that never reads training batches."""
+    return None
+
+
 @dataclass
 class Method:
     """A registered pruning method: the function (wrapped by checks.checked, which refuses a bad target or
-    option before any work), one line saying what it does, and its family. The option defaults and the
-    allowed strings are read from the function, so they are written once."""
+    option before any work), one line saying what it does, its family, and `data`: a predicate of the full
+    options ({**defaults, **given}) returning why the method reads training batches with them, as words after
+    the method's name ("scores with training batches"; None: it does not). The option defaults and the allowed strings are read from the function, so they are written once;
+    `name` is set by the registry."""
 
     fn: Callable[..., PruneResult]
     summary: str
     family: str = "weight"  # "weight" (masks; dense FLOPs unchanged) | "channel" | "lowrank" | "eigen"
+    data: Callable[[dict[str, Any]], str | None] = no_data
+    name: str = ""
 
     def __post_init__(self) -> None:
         if not hasattr(self.fn, "defaults"):
@@ -78,6 +93,20 @@ class Method:
     def option_error(self, key: str, value: Any) -> str | None:
         """Why `value` is not allowed for option `key` (checks.option_error against the default), or None."""
         return option_error(key, value, self.fn.defaults[key], self.fn.choices.get(key, ()))
+
+    def check(self, options: dict[str, Any]) -> None:
+        """Refuse, before any work, the first option that this method does not have (a RENAMED_OPTIONS name:
+        "mode: renamed; use steps (1 = one shot)"; otherwise the allowed names) or whose value is not allowed
+        (its type and range, or the allowed strings): checks.OptionError, a ValueError "<option>: <why>"."""
+        check_options(options, self.fn.defaults, self.fn.choices, self.name, RENAMED_OPTIONS, OPTION_NOTES)
+
+    def data_reason(self, options: dict[str, Any] | None = None) -> str | None:
+        """Why the method reads training batches with `options` (defaults filled in), or None if it does not."""
+        return self.data({**self.options, **(options or {})})
+
+    def needs_data(self, options: dict[str, Any] | None = None) -> bool:
+        """True when the method, run with `options` (defaults filled in), reads training batches (a loader)."""
+        return self.data_reason(options) is not None
 
 
 def finish(model: nn.Module, ctx: PruneContext, info: dict[str, Any] | None = None) -> PruneResult:

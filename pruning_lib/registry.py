@@ -4,7 +4,12 @@ under methods/ (decorated with checks.checked) and adding an entry here; tests/t
 to the rules every method keeps. Option defaults and allowed strings come from the function itself.
 
 A config may list one method several times as variants, "name@label" (e.g. "l1@mean" with its own
-method_options), so one table compares option settings on the same baselines."""
+method_options), so one table compares option settings on the same baselines.
+
+Each entry says when the method reads training batches (`data`, a predicate of its options): the scores of
+taylor, obd, obs and the eigen methods come from batches; l1 and random with steps > 1 re-estimate BatchNorm
+statistics on batches between steps; magnitude and the low-rank methods (spectra of the weights, rank rules
+budget / energy / vbmf) never do. pruning_lib.prune asks it before any work."""
 from __future__ import annotations
 
 import re
@@ -12,6 +17,19 @@ import re
 from .methods import eigendamage, improved, lowrank, weight
 from .methods.channel import criteria, second_order
 from .pruner import Method
+
+
+def scores_from_batches(options: dict) -> str:
+    """Data predicate: the scores come from training batches."""
+    return "scores with training batches"
+
+
+def steps_reestimate_bn(options: dict) -> str | None:
+    """Data predicate: with steps > 1, BatchNorm statistics are re-estimated on training batches between steps."""
+    if options.get("steps", 1) > 1:
+        return f"with steps={options['steps']} re-estimates BatchNorm statistics on training batches between steps"
+    return None
+
 
 VARIANT = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -21,10 +39,11 @@ METHODS: dict[str, Method] = {
                                   "weight"),
     "eigendamage": Method(eigendamage.prune_eigendamage,
                           "EigenDamage: prune Kronecker-factored eigen-directions by K-FAC loss increase, "
-                          "layers become 1x1 -> core -> 1x1", "eigen"),
+                          "layers become 1x1 -> core -> 1x1", "eigen", data=scores_from_batches),
     "improved_eigendamage": Method(improved.prune_improved_eigendamage,
                                    "EigenDamage with switchable ingredients: EKFAC scores, the subspace kept "
-                                   "(eigenbasis | tucker | whitened), cost budget, iterative schedule", "eigen"),
+                                   "(eigenbasis | tucker | whitened), cost budget, iterative schedule", "eigen",
+                                   data=scores_from_batches),
     "svd": Method(lowrank.prune_svd,
                   "truncated SVD: conv -> k x k (C_in -> r) + 1x1 (r -> C_out), linear -> two linears; "
                   "ranks by rank_rule (budget | energy | vbmf) fitted to the target", "lowrank"),
@@ -35,14 +54,18 @@ METHODS: dict[str, Method] = {
                  "CP (ALS) of k x k convs -> 1x1 -> depthwise kx1 -> depthwise 1xk -> 1x1; SVD of 1x1 convs; "
                  "ranks by rank_rule (budget | energy | vbmf) fitted to the target", "lowrank"),
     "l1": Method(criteria.prune_l1, "channel pruning: smallest summed L1 norm Σ|W_c| per coupled group, "
-                 "channels physically removed", "channel"),
+                 "channels physically removed", "channel", data=steps_reestimate_bn),
     "taylor": Method(criteria.prune_taylor, "channel pruning: first-order Taylor |Σ W·∂L/∂W| per channel, "
-                     "averaged over batches", "channel"),
-    "random": Method(criteria.prune_random, "channel pruning: uniformly random channels (baseline)", "channel"),
-    "obd": Method(second_order.prune_obd, "channel pruning: C-OBD Σ W² F with the diagonal Fisher", "channel"),
+                     "averaged over batches", "channel", data=scores_from_batches),
+    "random": Method(criteria.prune_random, "channel pruning: uniformly random channels (baseline)", "channel",
+                     data=steps_reestimate_bn),
+    "obd": Method(second_order.prune_obd, "channel pruning: C-OBD Σ W² F with the diagonal Fisher", "channel",
+                  data=scores_from_batches),
     "obs": Method(second_order.prune_obs, "channel pruning: C-OBS Σ W²/([G⁻¹]_cc [A⁻¹]_jj) with im2col K-FAC "
-                  "and the OBS weight correction", "channel"),
+                  "and the OBS weight correction", "channel", data=scores_from_batches),
 }
+for _name, _method in METHODS.items():
+    _method.name = _name
 
 
 def method_of(entry: str) -> Method:

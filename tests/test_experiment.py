@@ -51,7 +51,7 @@ def tiny(tmp_path, **over):
     ({"methods": ["lasso@x"]}, r"'methods\[0\]': unknown 'lasso'"),
     ({"method_options": {"l1@mean": {"group_reduce": "median"}}},
      "'method_options.l1@mean.group_reduce': unknown 'median', allowed: sum, mean, max"),
-    ({"method_options": {"l1@x": {"damping": 1.0}}}, "'method_options.l1@x.damping': unknown option"),
+    ({"method_options": {"l1@x": {"damping": 1.0}}}, "'method_options.l1@x.damping': not an option of l1, allowed: "),
     ({"output_dir": None}, "'output_dir'"),
 ])
 def test_bad_config_names_the_field(tmp_path, change, field):
