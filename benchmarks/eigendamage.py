@@ -12,9 +12,11 @@ import time
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from pruning_lib.methods import eigendamage as ed
 from pruning_lib.curvature import compute_kfac
-from pruning_lib.metrics import count_macs, count_params
+from pruning_lib.methods.eigen import basis
+from pruning_lib.methods.eigen import rebuild as rb
+from pruning_lib.methods.eigen import select as sel
+from pruning_lib.metrics import count_macs, count_params, layer_pixels
 from pruning_lib.models import build_model
 
 
@@ -32,7 +34,7 @@ def main() -> None:
     data = TensorDataset(torch.randn(1024, *shape), torch.randint(0, 10, (1024,)))
     loader = DataLoader(data, batch_size=128)
     params0, macs0 = count_params(model), count_macs(model, shape)
-    names = ed.prunable_layers(model)
+    names = basis.prunable_layers(model)
 
     t = {}
     t0 = time.perf_counter()
@@ -42,14 +44,14 @@ def main() -> None:
     bases = {n: kfac[n].weight_eig() for n in names}
     t["eigendecompositions (eigh)"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    pixels = ed.layer_pixels(model, names, shape)
-    layers = [ed.layer_scores(model.get_submodule(n), n, bases[n], pixels[n]) for n in names]
+    pixels = layer_pixels(model, names, shape)
+    layers = [basis.layer_scores(model.get_submodule(n), n, bases[n], pixels[n]) for n in names]
     t["rotation + direction scores"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    threshold, got = ed.search_threshold(layers, args.target, 0.9, params0, params0)
+    threshold, got = sel.search_threshold(layers, args.target, 0.9, params0, params0)
     t["threshold search"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ed.rebuild(model, layers, ed.plan_layers(layers, threshold, 0.9))
+    rb.rebuild_layers(model, layers, sel.plan_layers(layers, threshold, 0.9))
     t["rebuild"] = time.perf_counter() - t0
     total = sum(t.values())
 
