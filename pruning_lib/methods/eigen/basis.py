@@ -129,8 +129,9 @@ def layer_scores(module: nn.Module, name: str, bases: tuple[torch.Tensor, ...],
     c_in = outer_in.in_channels if isinstance(outer_in, nn.Conv2d) else outer_in.in_features
     c_out = outer_out.out_channels if isinstance(outer_out, nn.Conv2d) else outer_out.out_features
     params = sum(p.numel() for p in module.parameters())
-    ls = LayerScores(name, c_in, c_out, w_star.shape[2], outer_out.bias is not None, pixels[0], pixels[1], params, 0,
-                     w_star, eig_A, Q_A, eig_G, Q_G, score_in, score_out)
+    ls = LayerScores(name=name, c_in=c_in, c_out=c_out, kernel=w_star.shape[2], bias=outer_out.bias is not None,
+                     in_pixels=pixels[0], out_pixels=pixels[1], params=params, macs=0, weight_star=w_star,
+                     eig_A=eig_A, Q_A=Q_A, eig_G=eig_G, Q_G=Q_G, score_in=score_in, score_out=score_out)
     if isinstance(module, EigenBottleneck):
         ls.macs = ls.factored_cost(*ls.ranks)[1]
     else:

@@ -105,8 +105,8 @@ def eigendamage(model: nn.Module, loader, target: float, input_shape: tuple[int,
         layers, skipped = score_model(model, loader, names, input_shape, fisher=o.fisher, num_batches=o.num_batches,
                                       max_factor=o.max_factor, reasons=info["skip_reasons"])
         info["kfac_seconds"] += time.perf_counter() - t0
-        threshold, got = search_threshold(layers, goal, o.layer_cap, count_params(model), base_params,
-                                          target_kind=target_kind, round_to=o.round_to)
+        threshold, got = search_threshold(layers, goal, o.layer_cap, current_params=count_params(model),
+                                          base_params=base_params, target_kind=target_kind, round_to=o.round_to)
         plan = plan_layers(layers, threshold, o.layer_cap, round_to=o.round_to)
         rebuild_layers(model, layers, plan, freeze_rotations=o.freeze_rotations)
         info["rounds"].append({"target": goal, "threshold": threshold, "achieved": got,

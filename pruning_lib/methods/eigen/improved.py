@@ -72,7 +72,8 @@ def plan_preview(model: nn.Module, layers: list[LayerScores], factors: dict, sub
     "predicted" (per-layer K-FAC loss increase ½ Σ_p tr(ΔWᵀ G ΔW A)), "total"}. Pure given the cached scores
     `layers` and `factors` ({layer: LayerKFAC}), so a toggle or slider only re-plans (notebook 07)."""
     scored = [budgeted(ls, budget) for ls in layers]
-    threshold, got = search_threshold(scored, target, layer_cap, count_params(model), base_params)
+    threshold, got = search_threshold(scored, target, layer_cap, current_params=count_params(model),
+                                      base_params=base_params)
     plan = plan_layers(scored, threshold, layer_cap)
     predicted = {}
     for ls in scored:
@@ -80,7 +81,7 @@ def plan_preview(model: nn.Module, layers: list[LayerScores], factors: dict, sub
             predicted[ls.name] = 0.0
             continue
         module, lf = model.get_submodule(ls.name), factors[ls.name]
-        rot_out, core, rot_in = subspace_parts(module, ls, plan[ls.name], subspace, lf, damping)
+        rot_out, core, rot_in = subspace_parts(module, ls, plan[ls.name], subspace, factors=lf, damping=damping)
         w_hat = torch.einsum("oa,abp,bc->ocp", rot_out, core, rot_in)
         predicted[ls.name] = kfac_increase(effective_weight(module), w_hat, lf.A[:-1, :-1] if lf.has_bias else lf.A,
                                            lf.G)
@@ -178,11 +179,11 @@ def prune_improved_eigendamage(model: nn.Module, ctx: PruneContext, target: floa
         info["seconds_scores"] += time.perf_counter() - t0
         layers = [budgeted(ls, budget) for ls in layers]
         if subspace == "whitened" and any(isinstance(model.get_submodule(n), EigenBottleneck) for n in factors):
-            outer = collapsed_kfac(model, list(factors), ctx.loader, o.fisher, o.num_batches)
+            outer = collapsed_kfac(model, list(factors), ctx.loader, fisher=o.fisher, num_batches=o.num_batches)
             factors = {n: outer[n] for n in factors}
         current = count_params(model)
-        search = lambda t: search_threshold(layers, t, o.layer_cap, current, ctx.base_params,  # noqa: E731
-                                            round_to=o.round_to)
+        search = lambda t: search_threshold(layers, t, o.layer_cap, current_params=current,  # noqa: E731
+                                            base_params=ctx.base_params, round_to=o.round_to)
         threshold, got = search(goal)
         plan, restored = plan_layers(layers, threshold, o.layer_cap, round_to=o.round_to), []
         if regrow > 0:  # overshoot by `regrow` of the step, then give back where the measured loss rises most

@@ -86,7 +86,7 @@ def whitened_tucker(w: torch.Tensor, A: torch.Tensor, G: torch.Tensor, ranks: tu
     g_half, g_inv = matrix_roots(G, damping)
     wt = torch.einsum("oa,abp,bc->ocp", g_half, w.double(), a_half)
     inits = [(_orthonormal(g_half @ b_out.double()), _orthonormal(a_half @ b_in.double())) for b_out, b_in in starts]
-    u_out, u_in = hooi(wt, ranks, inits, n_iter)
+    u_out, u_in = hooi(wt, ranks, inits, n_iter=n_iter)
     core = torch.einsum("oa,obp,bc->acp", u_out, wt, u_in)
     # G^-½ U_out and U_inᵀ A^-½ can have norms near 1 / √damping: re-orthonormalise them (QR) and move the
     # triangular factors into the core, Ŵ_p = Q_out (R_out C_p R_inᵀ) Q_inᵀ: the same layer, but rotations as
@@ -147,7 +147,8 @@ def subspace_parts(module: nn.Module, ls: LayerScores, ranks: tuple[int, int], s
     if subspace == "tucker":
         return tucker
     A = factors.A[:-1, :-1] if factors.has_bias else factors.A
-    return whitened_tucker(w, A, factors.G, (r_out, r_in), [(eig_out, eig_in), (tucker[0], tucker[2].T)], damping)
+    return whitened_tucker(w, A, factors.G, (r_out, r_in), starts=[(eig_out, eig_in), (tucker[0], tucker[2].T)],
+                           damping=damping)
 
 
 def kfac_increase(w: torch.Tensor, w_hat: torch.Tensor, A: torch.Tensor, G: torch.Tensor) -> float:
@@ -168,6 +169,6 @@ def rebuild_subspace(model: nn.Module, layers: list[LayerScores], plan: dict, su
     for ls in layers:
         if plan.get(ls.name) is not None:
             module = model.get_submodule(ls.name)
-            parts = subspace_parts(module, ls, plan[ls.name], subspace, factors.get(ls.name), damping)
+            parts = subspace_parts(module, ls, plan[ls.name], subspace, factors=factors.get(ls.name), damping=damping)
             model.set_submodule(ls.name, build_bottleneck(module, *parts, freeze_rotations))
     return model
