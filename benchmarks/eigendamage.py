@@ -14,9 +14,11 @@ import copy
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from pruning_lib.methods import eigendamage as ed
 from pruning_lib.curvature import compute_kfac
-from pruning_lib.metrics import count_macs, count_params
+from pruning_lib.methods.eigen import basis
+from pruning_lib.methods.eigen import rebuild as rb
+from pruning_lib.methods.eigen import select as sel
+from pruning_lib.metrics import count_macs, count_params, layer_pixels
 from pruning_lib.models import build_model
 from timing import timed
 
@@ -36,7 +38,7 @@ def main() -> None:
     data = TensorDataset(torch.randn(1024, *shape), torch.randint(0, 10, (1024,)))
     loader = DataLoader(data, batch_size=128)
     params0, macs0 = count_params(model), count_macs(model, shape)
-    names = ed.prunable_layers(model)
+    names = basis.prunable_layers(model)
 
     r = args.repeats
 
@@ -46,18 +48,18 @@ def main() -> None:
         return {n: kfac[n].weight_eig() for n in names}
 
     def scores() -> list:
-        pixels = ed.layer_pixels(model, names, shape)
-        return [ed.layer_scores(model.get_submodule(n), n, bases[n], pixels[n]) for n in names]
+        pixels = layer_pixels(model, names, shape)
+        return [basis.layer_scores(model.get_submodule(n), n, bases[n], pixels[n]) for n in names]
 
     t = {}
     t["K-FAC factors (1024 images)"], kfac = timed(
         lambda: compute_kfac(model, loader, form="channel_patch", fisher="true", num_batches=8, layers=names), r)
     t["eigendecompositions (eigh)"], bases = timed(eigh_all, r)
     t["rotation + direction scores"], layers = timed(scores, r)
-    t["threshold search"], (threshold, got) = timed(lambda: ed.search_threshold(layers, args.target, 0.9, params0,
+    t["threshold search"], (threshold, got) = timed(lambda: sel.search_threshold(layers, args.target, 0.9, params0,
                                                                                params0), r)
-    plan = ed.plan_layers(layers, threshold, 0.9)
-    t["rebuild"], pruned = timed(lambda net: ed.rebuild(net, layers, plan), r, fresh=lambda: copy.deepcopy(model))
+    plan = sel.plan_layers(layers, threshold, 0.9)
+    t["rebuild"], pruned = timed(lambda net: rb.rebuild_layers(net, layers, plan), r, fresh=lambda: copy.deepcopy(model))
     total = sum(t.values())
 
     print(f"EigenDamage step, narrow ResNet-32, {device}, {torch.get_num_threads()} threads, "

@@ -16,8 +16,9 @@ import copy
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from pruning_lib.methods import eigendamage as ed
-from pruning_lib.methods import improved as im
+from pruning_lib.methods.eigen import eigendamage as ed
+from pruning_lib.methods.eigen import improved as im
+from pruning_lib.methods.eigen.eigendamage import EigenOptions
 from pruning_lib.metrics import count_params
 from pruning_lib.models import build_model
 from pruning_lib.pruner import PruneContext
@@ -45,15 +46,16 @@ def main() -> None:
         return median_timed(fn, args.repeats, fresh=lambda: copy.deepcopy(model))
 
     rows = {}
-    rows["eigendamage (K-FAC)"] = timed(lambda net: ed.eigendamage(net, loader, args.target, shape, params0,
-                                                                    num_batches=8)[1])
+    rows["eigendamage (K-FAC)"] = timed(lambda net: ed.eigendamage(net, loader, args.target, shape,
+                                                                    EigenOptions(num_batches=8),
+                                                                    base_params=params0)[1])
     ctx = PruneContext(loader, shape, params0, 0)
     for label, options in [("improved (default): kfac + whitened", dict(eigenvalues="kfac", subspace="whitened")),
                            ("improved: kfac + tucker", dict(eigenvalues="kfac", subspace="tucker")),
                            ("improved: ekfac + whitened", dict(eigenvalues="ekfac", subspace="whitened")),
                            ("improved: ekfac + tucker (the seed's)", dict(eigenvalues="ekfac", subspace="tucker"))]:
-        rows[label] = timed(lambda net, o=options: im.improved_eigendamage(
-            net, ctx, args.target, num_examples=1024, num_batches=8, schedule="oneshot", **o)[1])
+        rows[label] = timed(lambda net, o=options: im.prune_improved_eigendamage(
+            net, ctx, args.target, num_examples=1024, num_batches=8, steps=1, **o).info)
     ref = rows["eigendamage (K-FAC)"][0]
     print(f"narrow ResNet-32 ({params0:,} params), target {args.target:.0%}, device {device}, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")

@@ -1,5 +1,6 @@
 """The call shape every pruning method shares, fn(model, ctx, target, **options) -> PruneResult, the
-registry's Method record, `finish` (measure a pruned model), the threshold bisection and width rounding."""
+registry's Method record, `finish` (measure a pruned model), the threshold bisection, width rounding and the
+one schedule every iterative method runs (`step_targets`, `run_steps`: option `steps`, 1 = one shot)."""
 from __future__ import annotations
 
 import inspect
@@ -9,8 +10,9 @@ from typing import Any, Callable
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .checks import check_options, option_error
+from .checks import check_choice, check_options, check_positive_int, option_error
 from .metrics import count_macs, count_remaining_params
+from .train import recalibrate_bn
 
 
 @dataclass
@@ -135,3 +137,38 @@ def rounded_width(count: int, size: int, q: int) -> int:
     min(size, ⌈count / q⌉ · q) (widths that vectorised kernels run fast; q = 1: no rounding). Every `round_to`
     option (channel groups, low-rank ranks, EigenDamage directions) rounds with it."""
     return min(size, -(-count // q) * q)
+
+
+STEP_RULES = ("geometric", "linear")
+STEP_BN_BATCHES = 20  # BatchNorm re-estimation between channel steps (as the runner's default after pruning)
+
+
+def step_targets(target: float, steps: int, rule: str = "geometric") -> list[float]:
+    """Fractions of the unpruned parameters removed after each of `steps` steps; the last is `target` itself.
+    geometric: 1 - (1 - target)^(k/steps), the same fraction of the remaining parameters at every step (the
+    channel methods); linear: target · k / steps, the same fraction of the unpruned ones (the eigen family)."""
+    check_positive_int(steps, "steps")
+    check_choice(rule, STEP_RULES, "rule")
+    if rule == "linear":
+        return [target * k / steps for k in range(1, steps + 1)]
+    return [1.0 - (1.0 - target) ** (k / steps) for k in range(1, steps)] + [target]
+
+
+def run_steps(model: nn.Module, loader, target: float, steps: int, step: Callable[[int, float], bool | None], *,
+              rule: str = "geometric", bn_batches: int = STEP_BN_BATCHES,
+              between: Callable[[int], bool] | None = None) -> list[float]:
+    """Run an iterative pruning schedule: `step(k, goal)` for k = 0 .. steps-1 and the goals of
+    `step_targets(target, steps, rule)`; it prunes `model` towards `goal` and returns False when it changed
+    nothing. Before every later step: BatchNorm statistics re-estimated on `bn_batches` batches of `loader`
+    (train.recalibrate_bn) if the previous step changed the model, then `between(k)` (e.g. fine-tuning part of
+    the runner's budget, ctx.finetune), and BatchNorm re-estimated again when it returns True (it trained).
+    steps = 1 is one shot: one step at `target`, nothing re-estimated. Returns the goals."""
+    goals = step_targets(target, steps, rule)
+    changed = False
+    for k, goal in enumerate(goals):
+        if k and changed:
+            recalibrate_bn(model, loader, bn_batches)
+        if k and between is not None and between(k):
+            recalibrate_bn(model, loader, bn_batches)
+        changed = step(k, goal) is not False
+    return goals

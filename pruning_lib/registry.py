@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import re
 
-from .methods import eigendamage, improved, lowrank, weight
+from .methods import lowrank, weight
 from .methods.channel import criteria, second_order
+from .methods.eigen import eigendamage, improved
 from .pruner import Method
 
 

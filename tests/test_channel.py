@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from pruning_lib.methods import channel as ch
+from pruning_lib.pruner import step_targets
 from pruning_lib.methods.channel import criteria as criteria_mod
 from pruning_lib.methods.channel import second_order as so
 from pruning_lib.metrics import count_macs, count_params
@@ -371,13 +372,13 @@ def test_group_reduction_against_a_loop_over_producers(reduce):
 
 
 def test_step_targets_remove_the_same_share_of_what_is_left():
-    got = ch.step_targets(0.9, 3)
+    got = step_targets(0.9, 3)
     assert got[-1] == 0.9 and len(got) == 3
     left = [1.0] + [1 - t for t in got]
     assert [left[k + 1] / left[k] for k in range(3)] == pytest.approx([0.1 ** (1 / 3)] * 3)
-    assert ch.step_targets(0.5, 1) == [0.5]
+    assert step_targets(0.5, 1) == [0.5]
     with pytest.raises(ValueError, match="steps"):
-        ch.step_targets(0.5, 0)
+        step_targets(0.5, 0)
 
 
 @pytest.mark.parametrize("method", ["l1", "taylor", "obs"])

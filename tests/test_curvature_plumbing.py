@@ -43,8 +43,8 @@ def test_damp_relative_adds_gamma_times_the_mean_eigenvalue_in_either_basis():
     torch.testing.assert_close(damped, M.float().double() + 0.1 * M.float().double().diagonal().mean() * torch.eye(6,
                                                                                                   dtype=torch.float64))
     eig = torch.linalg.eigvalsh(M)
-    torch.testing.assert_close(torch.linalg.eigvalsh(damp(M, 0.1)), damp(eig, 0.1), rtol=1e-10, atol=1e-10)
-    assert damp(eig, 0.1, eps=1e-300).dtype == eig.dtype
+    torch.testing.assert_close(torch.linalg.eigvalsh(damp(M, 0.1)), damp(eig, 0.1, "values"), rtol=1e-10, atol=1e-10)
+    assert damp(eig, 0.1, "values", eps=1e-300).dtype == eig.dtype
     assert torch.linalg.matrix_rank(damp(torch.zeros(3, 3), 0.1)) == 3  # a zero factor still becomes invertible
 
 
@@ -53,6 +53,10 @@ def test_damp_absolute_sqrt_is_compute_kfacs_convention():
     assert torch.equal(damp(M, 0.04, "absolute_sqrt"), M + 0.2 * torch.eye(4))
     with pytest.raises(ValueError):
         damp(M, 0.1, "nonsense")
+    with pytest.raises(ValueError, match="kind='values'"):  # eigenvalues are never mistaken for a matrix
+        damp(torch.rand(3, 4, 9), 0.1)
+    moments = torch.rand(3, 4, 9, dtype=torch.float64)
+    assert torch.equal(damp(moments, 0.1, "values"), moments + 0.1 * moments.mean())
 
 
 def test_first_batches_limits_truncates_and_counts():

@@ -7,9 +7,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pruning_lib.methods import eigendamage as ed
-from pruning_lib.metrics import count_macs, count_params
+from pruning_lib.methods.eigen import basis
+from pruning_lib.methods.eigen import eigendamage as ed
+from pruning_lib.methods.eigen import rebuild as rb
+from pruning_lib.methods.eigen import select as sel
+from pruning_lib.methods.eigen.eigendamage import EigenOptions
+from pruning_lib.metrics import count_macs, count_params, layer_pixels
 from pruning_lib.models import build_model
+from pruning_lib.pruner import PruneContext
 
 INPUT = (1, 8, 8)
 
@@ -26,15 +31,15 @@ def bases_of(A: torch.Tensor, G: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return eig_A, Q_A, eig_G, Q_G
 
 
-def random_layers(model: nn.Module, names: list[str], seed: int = 0, shape=INPUT) -> list[ed.LayerScores]:
+def random_layers(model: nn.Module, names: list[str], seed: int = 0, shape=INPUT) -> list[basis.LayerScores]:
     """LayerScores of every named layer from random SPD factors (stand-ins for K-FAC's A and G)."""
     gen = torch.Generator().manual_seed(seed)
-    pixels = ed.layer_pixels(model, names, shape)
+    pixels = layer_pixels(model, names, shape)
     out = []
     for n in names:
-        core = ed._core(model.get_submodule(n))
+        core = rb.core_of(model.get_submodule(n))
         w = core.weight
-        out.append(ed.layer_scores(model.get_submodule(n), n, bases_of(spd(w.shape[1], gen), spd(w.shape[0], gen)),
+        out.append(basis.layer_scores(model.get_submodule(n), n, bases_of(spd(w.shape[1], gen), spd(w.shape[0], gen)),
                                    pixels[n]))
     return out
 
@@ -77,7 +82,7 @@ def test_scores_equal_bruteforce_kfac_quadratic_form(shape):
     c_out, c_in, kk = shape[0], shape[1], W[0, 0].numel()
     A, G = spd(c_in, gen), spd(c_out, gen)
     eig_A, Q_A, eig_G, Q_G = bases_of(A, G)
-    score_in, score_out = ed.direction_scores(ed.rotate(W, Q_A, Q_G), eig_A, eig_G)
+    score_in, score_out = basis.direction_scores(basis.rotate(W, Q_A, Q_G), eig_A, eig_G)
     fisher = torch.kron(G, torch.kron(A, torch.eye(kk, dtype=torch.float64)))  # row-major (i, j, p)
     Wm = W.reshape(c_out, c_in, kk)
     for i in range(c_out):
@@ -95,11 +100,11 @@ def test_nothing_pruned_reproduces_outputs():
     model.fc.bias.data.uniform_(-1, 1)
     x = torch.randn(16, *INPUT)
     expected = model(x)
-    names = ed.prunable_layers(model, include_classifier=True)
+    names = basis.prunable_layers(model, include_classifier=True)
     assert "fc" in names and "layer2.0.shortcut.0" in names
     layers = random_layers(model, names)
-    ed.rebuild(model, layers, {ls.name: ls.ranks for ls in layers})  # every direction kept, growth allowed
-    assert all(isinstance(model.get_submodule(n), ed.EigenBottleneck) for n in names)
+    rb.rebuild_layers(model, layers, {ls.name: ls.ranks for ls in layers})  # every direction kept, growth allowed
+    assert all(isinstance(model.get_submodule(n), rb.EigenBottleneck) for n in names)
     assert torch.allclose(model.eval()(x), expected, atol=1e-5)
 
 
@@ -109,7 +114,7 @@ def test_partial_rebuild_is_the_projected_weight(stride, padding, dilation):
     conv = nn.Conv2d(6, 5, 3, stride, padding, dilation, bias=True)
     layer = random_layers(nn.Sequential(conv), ["0"], shape=(6, 9, 9))[0]
     keep_in, keep_out = torch.tensor([4, 0, 2]), torch.tensor([1, 3])
-    new = ed.factorise(conv, layer, keep_in, keep_out)
+    new = rb.rebuild_layer(conv, layer, keep_in, keep_out)
     P_A = layer.Q_A[:, keep_in] @ layer.Q_A[:, keep_in].T
     P_G = layer.Q_G[:, keep_out] @ layer.Q_G[:, keep_out].T
     w = torch.einsum("ab,bcxy,cd->adxy", P_G, conv.weight.double(), P_A).float()
@@ -120,16 +125,16 @@ def test_partial_rebuild_is_the_projected_weight(stride, padding, dilation):
 
 def test_counts_cap_and_never_grows():
     model = tiny_resnet()
-    names = ed.prunable_layers(model)
+    names = basis.prunable_layers(model)
     assert "fc" not in names
     layers = random_layers(model, names)
     all_scores = torch.cat([torch.cat([ls.score_in, ls.score_out]) for ls in layers])
     threshold, cap = float(all_scores.quantile(0.4)), 0.8
-    plan = ed.plan_layers(layers, threshold, cap)
+    plan = sel.plan_layers(layers, threshold, cap)
     before = {n: sum(p.numel() for p in model.get_submodule(n).parameters()) for n in names}
     params0, macs0 = count_params(model), count_macs(model, INPUT)
-    totals = ed.plan_totals(layers, plan)
-    ed.rebuild(model, layers, plan)
+    totals = sel.plan_totals(layers, plan)
+    rb.rebuild_layers(model, layers, plan)
     assert count_params(model) == params0 + totals["params_delta"] == sum(p.numel() for p in model.parameters())
     assert count_macs(model, INPUT) == macs0 + totals["macs_delta"] == direct_macs(model)
     factored = [ls for ls in layers if plan[ls.name] is not None]
@@ -140,37 +145,37 @@ def test_counts_cap_and_never_grows():
         assert r_in >= max(1, -(-2 * ls.c_in // 10)) and r_out >= max(1, -(-2 * ls.c_out // 10))  # cap 0.8
         assert sum(p.numel() for p in model.get_submodule(ls.name).parameters()) < before[ls.name]
     for ls in left:  # left as it is: nothing removed, or the factored form would not be smaller
-        r = ed.kept_counts(ls, threshold, cap)
+        r = sel.kept_counts(ls, threshold, cap)
         assert r == ls.ranks or ls.factored_cost(*r)[0] >= ls.params
-        assert not isinstance(model.get_submodule(ls.name), ed.EigenBottleneck)
+        assert not isinstance(model.get_submodule(ls.name), rb.EigenBottleneck)
 
 
 def test_cap_reaches_one_direction_per_side():
     layers = random_layers(tiny_resnet(), ["layer1.0.conv1"])
-    assert ed.kept_counts(layers[0], float("inf"), 0.99) == (1, 1)
-    assert ed.kept_counts(layers[0], float("inf"), 0.5) == (8, 8)
-    assert ed.kept_counts(layers[0], -float("inf"), 0.5) == (16, 16)
+    assert sel.kept_counts(layers[0], float("inf"), 0.99) == (1, 1)
+    assert sel.kept_counts(layers[0], float("inf"), 0.5) == (8, 8)
+    assert sel.kept_counts(layers[0], -float("inf"), 0.5) == (16, 16)
 
 
 @pytest.mark.parametrize("kind", ["params", "directions"])
 def test_threshold_search_hits_target(kind):
     model = tiny_resnet()
-    names = ed.prunable_layers(model)
+    names = basis.prunable_layers(model)
     layers = random_layers(model, names)
     base = count_params(model)
     for target in (0.0, 0.3, 0.6, 0.85):
-        threshold, got = ed.search_threshold(layers, target, 0.95, base, base, kind)
+        threshold, got = sel.search_threshold(layers, target, 0.95, base, base, kind)
         assert abs(got - target) <= 0.01
-        plan = ed.plan_layers(layers, threshold, 0.95)
-        pruned = ed.rebuild(copy.deepcopy(model), layers, plan)
+        plan = sel.plan_layers(layers, threshold, 0.95)
+        pruned = rb.rebuild_layers(copy.deepcopy(model), layers, plan)
         measured = 1 - count_params(pruned) / base
         if kind == "params":
             assert abs(measured - target) <= 0.01
         else:
-            totals = ed.plan_totals(layers, plan)
+            totals = sel.plan_totals(layers, plan)
             assert abs(1 - totals["directions"] / totals["directions_total"] - target) <= 0.01
     with pytest.raises(ValueError, match="target"):
-        ed.search_threshold(layers, 0.99, 0.5, base, base, kind)
+        sel.search_threshold(layers, 0.99, 0.5, base, base, kind)
 
 
 def test_merge_keeps_one_bottleneck_per_layer():
@@ -178,35 +183,38 @@ def test_merge_keeps_one_bottleneck_per_layer():
     model = nn.Sequential(nn.Conv2d(6, 8, 3, padding=1, bias=False))
     x = torch.randn(2, 6, 7, 7)
     first = random_layers(model, ["0"], seed=1, shape=(6, 7, 7))[0]
-    model[0] = ed.factorise(model[0], first, ed._top(first.score_in, 4), ed._top(first.score_out, 5))
+    model[0] = rb.rebuild_layer(model[0], first, rb.top_directions(first.score_in, 4), rb.top_directions(first.score_out, 5))
     out1 = model(x)
     second = random_layers(model, ["0"], seed=2, shape=(6, 7, 7))[0]  # bases of the core (4 -> 5)
     assert second.ranks == (4, 5) and (second.c_in, second.c_out) == (6, 8)
-    merged = ed.factorise(model[0], second, torch.arange(4), torch.arange(5))  # exact: nothing removed
+    merged = rb.rebuild_layer(model[0], second, torch.arange(4), torch.arange(5))  # exact: nothing removed
     assert torch.allclose(merged(x), out1, atol=1e-5)
-    model[0] = ed.factorise(model[0], second, ed._top(second.score_in, 2), ed._top(second.score_out, 3))
-    assert isinstance(model[0], ed.EigenBottleneck)
+    model[0] = rb.rebuild_layer(model[0], second, rb.top_directions(second.score_in, 2), rb.top_directions(second.score_out, 3))
+    assert isinstance(model[0], rb.EigenBottleneck)
     assert [type(m) for m in model[0]] == [nn.Conv2d] * 3
     assert [tuple(m.weight.shape) for m in model[0]] == [(2, 6, 1, 1), (3, 2, 3, 3), (8, 3, 1, 1)]
-    assert ed.prunable_layers(model, include_classifier=True) == ["0"]
+    assert basis.prunable_layers(model, include_classifier=True) == ["0"]
 
 
 def test_freeze_rotations():
     conv = nn.Conv2d(4, 4, 3, padding=1)
     layer = random_layers(nn.Sequential(conv), ["0"], shape=(4, 5, 5))[0]
-    new = ed.factorise(conv, layer, torch.arange(2), torch.arange(2), freeze_rotations=True)
+    new = rb.rebuild_layer(conv, layer, torch.arange(2), torch.arange(2), freeze_rotations=True)
     assert [p.requires_grad for p in (new.rot_in.weight, new.core.weight, new.rot_out.weight, new.rot_out.bias)] \
         == [False, True, False, True]
 
 
 @pytest.mark.parametrize("field,kwargs", [
-    ("mode", {"mode": "greedy"}), ("fisher", {"fisher": "exact"}), ("target_kind", {"target_kind": "flops"}),
-    ("num_batches", {"num_batches": 0}), ("iterations", {"iterations": 0}), ("layer_cap", {"layer_cap": 1.0}),
+    ("steps", {"steps": 1.5}), ("fisher", {"fisher": "hessian"}), ("target_kind", {"target_kind": "flops"}),
+    ("num_batches", {"num_batches": 0}), ("steps", {"steps": 0}), ("layer_cap", {"layer_cap": 1.0}),
     ("target", {"target": 1.2})])
 def test_bad_options_name_the_field(field, kwargs):
     args = {"target": 0.5, **kwargs}
+    shared = {k: args.pop(k) for k in list(args) if k in EigenOptions.names()}
     with pytest.raises(ValueError, match=field):
-        ed.eigendamage(tiny_resnet(), None, input_shape=INPUT, **args)
+        ed.eigendamage(tiny_resnet(), None, input_shape=INPUT, options=EigenOptions(**shared), **args)
+    with pytest.raises(ValueError, match=field):  # the registry entry refuses it before any work, too
+        ed.prune_eigendamage(tiny_resnet(), PruneContext(None, INPUT, 1), args.pop("target"), **args, **shared)
 
 
 # --- with the curvature toolkit's K-FAC -------------------------------------------------------------------
@@ -226,10 +234,10 @@ def test_kfac_scores_equal_bruteforce_quadratic_form():
                           nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(6, 3))
     loader = random_loader(32, 16, classes=3)
-    names = ed.prunable_layers(model, include_classifier=True)
+    names = basis.prunable_layers(model, include_classifier=True)
     assert names == ["0", "3", "7"]
     torch.manual_seed(1)  # the true Fisher samples labels: the same seed gives the same factors twice
-    layers, skipped = ed.score_model(model, loader, names, INPUT, num_batches=2)
+    layers, skipped = basis.score_model(model, loader, names, INPUT, num_batches=2)
     assert skipped == []
     torch.manual_seed(1)
     kfac = compute_kfac(model, loader, form="channel_patch", num_batches=2, layers=names)
@@ -238,7 +246,7 @@ def test_kfac_scores_equal_bruteforce_quadratic_form():
         A = lf.A.double()[:-1, :-1] if lf.has_bias else lf.A.double()
         c_out, c_in, kk = w.shape[0], w.shape[1], w[0, 0].numel()
         # scores use eigenvalues floored at EIGEN_FLOOR x their mean: the factors damped by that much
-        damped = lambda m: m + ed.EIGEN_FLOOR * torch.linalg.eigvalsh(m).clamp_min(0).mean() * torch.eye(len(m), dtype=m.dtype)  # noqa: E731,E501
+        damped = lambda m: m + basis.EIGEN_FLOOR * torch.linalg.eigvalsh(m).clamp_min(0).mean() * torch.eye(len(m), dtype=m.dtype)  # noqa: E731,E501
         fisher = torch.kron(damped(lf.G.double()), torch.kron(damped(A), torch.eye(kk, dtype=torch.float64)))
         wm = w.reshape(c_out, c_in, kk).permute(2, 0, 1)
         Q_A, Q_G = ls.Q_A.double(), ls.Q_G.double()
@@ -265,15 +273,15 @@ def test_registry_oneshot_hits_target_and_counts():
     assert result.achieved_param_ratio == pytest.approx(1 - count_params(result.model) / base, abs=1e-9)
     assert result.achieved_flops == 2 * direct_macs(result.model)
     assert result.info["ranks"] and all(r_in >= 1 and r_out >= 1 for r_in, r_out in result.info["ranks"].values())
-    assert not isinstance(result.model.fc, ed.EigenBottleneck)  # classifier kept by default
+    assert not isinstance(result.model.fc, rb.EigenBottleneck)  # classifier kept by default
 
 
 def test_target_zero_leaves_the_model_as_it_is():
     model = tiny_resnet()
     x = torch.randn(4, *INPUT)
     expected = model(x)
-    ed.eigendamage(model, random_loader(), 0.0, INPUT, num_batches=1)
-    assert not any(isinstance(m, ed.EigenBottleneck) for m in model.modules())
+    ed.eigendamage(model, random_loader(), 0.0, INPUT, EigenOptions(num_batches=1))
+    assert not any(isinstance(m, rb.EigenBottleneck) for m in model.modules())
     assert torch.equal(model.eval()(x), expected)
 
 
@@ -281,10 +289,10 @@ def test_iterative_keeps_one_bottleneck_per_layer():
     model = tiny_resnet()
     base = count_params(model)
     convs_before = sum(isinstance(m, nn.Conv2d) for m in model.modules())
-    model, info = ed.eigendamage(model, random_loader(), 0.7, INPUT, num_batches=1, mode="iterative",
-                                 iterations=3, freeze_rotations=True)
+    model, info = ed.eigendamage(model, random_loader(), 0.7, INPUT,
+                                 EigenOptions(num_batches=1, steps=3, freeze_rotations=True))
     assert len(info["rounds"]) == 3 and abs(1 - count_params(model) / base - 0.7) <= 0.01
-    bottlenecks = [m for m in model.modules() if isinstance(m, ed.EigenBottleneck)]
+    bottlenecks = [m for m in model.modules() if isinstance(m, rb.EigenBottleneck)]
     assert bottlenecks
     for b in bottlenecks:
         assert [type(m) for m in b] == [nn.Conv2d] * 3  # one 1x1 -> core -> 1x1, no nesting
@@ -305,16 +313,16 @@ def test_registry_options_are_the_function_defaults():
 def test_frobenius_baseline_is_truncated_svd():
     torch.manual_seed(0)
     lin = nn.Linear(7, 5)
-    ls = ed.frobenius_layer_scores(lin, "lin")
+    ls = basis.frobenius_layer_scores(lin, "lin")
     sigma = torch.linalg.svdvals(lin.weight.detach().double())
     assert torch.allclose(torch.sort(ls.score_out, descending=True).values, sigma.pow(2))
     assert torch.allclose(torch.sort(ls.score_in, descending=True).values[:5], sigma.pow(2))
-    new = ed.factorise(lin, ls, ed._top(ls.score_in, 2), ed._top(ls.score_out, 2))
+    new = rb.rebuild_layer(lin, ls, rb.top_directions(ls.score_in, 2), rb.top_directions(ls.score_out, 2))
     w_hat = new.rot_out.weight @ new.core.weight @ new.rot_in.weight  # Eckart-Young: best rank-2 approximation
     err = (w_hat.double() - lin.weight.detach().double()).pow(2).sum()
     assert torch.allclose(err, sigma[2:].pow(2).sum(), rtol=1e-5)
     conv = nn.Conv2d(4, 6, 3)
-    cs = ed.frobenius_layer_scores(conv, "conv")
+    cs = basis.frobenius_layer_scores(conv, "conv")
     unfold0 = conv.weight.detach().double().reshape(6, -1)
     assert torch.allclose(torch.sort(cs.score_out, descending=True).values, torch.linalg.svdvals(unfold0).pow(2))
 
@@ -325,22 +333,22 @@ def bottleneck_ranks(model: nn.Module) -> list[tuple[int, int]]:
     """(core rank, outer width) of both sides of every EigenBottleneck in `model`."""
     out = []
     for m in model.modules():
-        if isinstance(m, ed.EigenBottleneck):
+        if isinstance(m, rb.EigenBottleneck):
             w = m.core.weight
             out += [(w.shape[1], m.rot_in.weight.shape[1]), (w.shape[0], m.rot_out.weight.shape[0])]
     return out
 
 
-@pytest.mark.parametrize("mode", ["oneshot", "iterative"])
+@pytest.mark.parametrize("steps", [1, 2])
 @pytest.mark.parametrize("q,target", [(4, 0.5), (8, 0.5), (8, 0.7)])
-def test_round_to_gives_multiples_and_still_hits_the_target(mode, q, target):
+def test_round_to_gives_multiples_and_still_hits_the_target(steps, q, target):
     """round_to q: every core rank is a multiple of q or the layer's whole width, in the pruned model's own
     layers, and the target is met within one point (resnet8 at width 4: 64 / 128 / 256 channels)."""
     torch.manual_seed(0)
     model = build_model("resnet8", 4, INPUT[0], 10)
     base = count_params(model)
-    model, info = ed.eigendamage(model, random_loader(32, 16), target, INPUT, num_batches=1, mode=mode,
-                                 iterations=2, round_to=q)
+    model, info = ed.eigendamage(model, random_loader(32, 16), target, INPUT,
+                                 EigenOptions(num_batches=1, steps=steps, round_to=q))
     assert abs(1 - count_params(model) / base - target) <= 0.01 and info["round_to"] == q
     ranks = bottleneck_ranks(model)
     assert ranks and all(r % q == 0 or r == full for r, full in ranks), ranks
@@ -349,27 +357,27 @@ def test_round_to_gives_multiples_and_still_hits_the_target(mode, q, target):
 def test_round_to_one_is_the_default_to_the_last_digit():
     x = torch.randn(4, *INPUT)
     torch.manual_seed(0)
-    a, info_a = ed.eigendamage(tiny_resnet(), random_loader(), 0.5, INPUT, num_batches=1)
+    a, info_a = ed.eigendamage(tiny_resnet(), random_loader(), 0.5, INPUT, EigenOptions(num_batches=1))
     torch.manual_seed(0)
-    b, info_b = ed.eigendamage(tiny_resnet(), random_loader(), 0.5, INPUT, num_batches=1, round_to=1)
+    b, info_b = ed.eigendamage(tiny_resnet(), random_loader(), 0.5, INPUT, EigenOptions(num_batches=1, round_to=1))
     assert info_a["ranks"] == info_b["ranks"] and torch.equal(a.eval()(x), b.eval()(x))
 
 
 def test_kept_counts_round_up_and_never_rise_with_the_threshold():
     model = tiny_resnet()
-    layers = random_layers(model, ed.prunable_layers(model))
+    layers = random_layers(model, basis.prunable_layers(model))
     ls = max(layers, key=lambda s: s.c_in)
     thresholds = sorted(torch.cat([ls.score_in, ls.score_out]).tolist())
-    counts = [ed.kept_counts(ls, t, 0.9, round_to=8) for t in thresholds]
+    counts = [sel.kept_counts(ls, t, 0.9, round_to=8) for t in thresholds]
     assert all(r % 8 == 0 or r == full for c in counts for r, full in zip(c, ls.ranks))
     assert all(a[0] >= b[0] and a[1] >= b[1] for a, b in zip(counts, counts[1:]))
-    assert ed.kept_counts(ls, math.inf, 0.99, round_to=8) == (min(8, ls.ranks[0]), min(8, ls.ranks[1]))
+    assert sel.kept_counts(ls, math.inf, 0.99, round_to=8) == (min(8, ls.ranks[0]), min(8, ls.ranks[1]))
 
 
 def test_round_to_and_max_factor_are_checked():
     for field in ("round_to", "max_factor"):
         with pytest.raises(ValueError, match=field):
-            ed.eigendamage(tiny_resnet(), None, 0.5, INPUT, **{field: 0})
+            EigenOptions(**{field: 0})
 
 
 def test_a_layer_over_max_factor_is_skipped_and_listed_with_its_reason():
@@ -379,7 +387,7 @@ def test_a_layer_over_max_factor_is_skipped_and_listed_with_its_reason():
     model = build_model("resnet8", 1, INPUT[0], 10)
     base = count_params(model)
     wide = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and max(m.in_channels, m.out_channels) > 40]
-    model, info = ed.eigendamage(model, random_loader(32, 16), 0.1, INPUT, num_batches=1, max_factor=40)
+    model, info = ed.eigendamage(model, random_loader(32, 16), 0.1, INPUT, EigenOptions(num_batches=1, max_factor=40))
     assert set(info["skipped"]) == set(wide) and wide and abs(1 - count_params(model) / base - 0.1) <= 0.01
     assert all("exceed max_factor=40" in info["skip_reasons"][n] for n in wide)
     assert all(isinstance(model.get_submodule(n), nn.Conv2d) for n in wide)

@@ -162,7 +162,7 @@ def test_a_schedule_shares_the_fine_tuning_budget(tmp_path, monkeypatch):
 
     monkeypatch.setattr(experiment, "_row", counted_row)
     cfg = tiny(tmp_path, methods=["eigendamage", "improved_eigendamage@it"], ratios=[0.5], measure_latency=False,
-               method_options={"improved_eigendamage@it": {"schedule": "iterative", "steps": 3, "num_examples": 64}})
+               method_options={"improved_eigendamage@it": {"steps": 3, "num_examples": 64}})
     df = run(cfg, progress=False)
     assert (df["status"] == "ok").all() and len(steps) == 2
     assert steps[0] == steps[1] > 0  # same number of optimizer steps, split differently

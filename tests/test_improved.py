@@ -12,15 +12,17 @@ from torch import nn
 
 from pruning_lib.curvature import compute_kfac
 from pruning_lib.curvature import ekfac_correction
-from pruning_lib.methods import eigendamage as ed
-from pruning_lib.methods import improved as im
-from pruning_lib.methods import subspaces as sp
+from pruning_lib.methods.eigen import basis
+from pruning_lib.methods.eigen import improved as im
+from pruning_lib.methods.eigen import rebuild as rb
+from pruning_lib.methods.eigen import select as sel
+from pruning_lib.methods.eigen import subspaces as sp
 from pruning_lib.metrics import count_params
 from pruning_lib.pruner import PruneContext, closest_threshold
 from pruning_lib.registry import METHODS
 from test_eigendamage import INPUT, bases_of, random_loader, spd, tiny_resnet
 
-OFF = dict(eigenvalues="kfac", subspace="eigenbasis", budget="saliency", schedule="oneshot")
+OFF = dict(eigenvalues="kfac", subspace="eigenbasis", budget="saliency", steps=1)
 
 
 def kfac_loss(w: torch.Tensor, w_hat: torch.Tensor, A: torch.Tensor, G: torch.Tensor) -> float:
@@ -59,7 +61,7 @@ def layer_case(seed: int, conv: bool):
     gen = torch.Generator().manual_seed(seed)
     w = module.weight
     A, G = spd(w.shape[1], gen), spd(w.shape[0], gen)
-    return module, A, G, ed.layer_scores(module, "layer", bases_of(A, G))
+    return module, A, G, basis.layer_scores(module, "layer", bases_of(A, G))
 
 
 class _Factors:
@@ -71,7 +73,7 @@ def rebuilt_weight(module, A, G, ls, ranks, subspace):
     """Effective weight of `module` rebuilt at (r_in, r_out) keeping `subspace` (undamped whitening)."""
     holder = nn.Sequential()
     holder.add_module("layer", copy.deepcopy(module))
-    sp.rebuild_subspace(holder, [ls], {"layer": ranks}, subspace, {"layer": _Factors(A, G)}, 0.0, False)
+    sp.rebuild_subspace(holder, [ls], {"layer": ranks}, subspace, factors={"layer": _Factors(A, G)}, damping=0.0)
     return sp.effective_weight(holder.layer)
 
 
@@ -87,7 +89,7 @@ def test_whitened_subspace_never_predicts_a_larger_loss_increase(conv):
         assert loss["whitened"] <= min(loss["eigenbasis"], loss["tucker"]) * (1 + 1e-9), (seed, ranks, loss)
         if not conv:  # a Linear layer at equal ranks: the truncated SVD of G^½ W A^½ (Eckart-Young) is optimal
             r = min(ranks)
-            a_half, g_half = sp._roots(A, 0.0)[0], sp._roots(G, 0.0)[0]
+            a_half, g_half = sp.matrix_roots(A, 0.0)[0], sp.matrix_roots(G, 0.0)[0]
             sv = torch.linalg.svdvals(g_half @ w[:, :, 0].double() @ a_half)
             w_r = rebuilt_weight(module, A, G, ls, (r, r), "whitened")
             assert kfac_loss(w, w_r, A, G) == pytest.approx(float(sv[r:].pow(2).sum()), rel=1e-6)
@@ -100,8 +102,8 @@ def test_full_rank_reproduces_the_layer(subspace, conv):
     holder = nn.Sequential()
     holder.add_module("layer", copy.deepcopy(module))
     full = (module.weight.shape[1], module.weight.shape[0])
-    sp.rebuild_subspace(holder, [ls], {"layer": full}, subspace, {"layer": _Factors(A, G)}, 1e-3, False)
-    assert isinstance(holder.layer, ed.EigenBottleneck)
+    sp.rebuild_subspace(holder, [ls], {"layer": full}, subspace, factors={"layer": _Factors(A, G)}, damping=1e-3)
+    assert isinstance(holder.layer, rb.EigenBottleneck)
     x = torch.randn(4, 6, 5, 5, dtype=torch.float64) if conv else torch.randn(4, 7, dtype=torch.float64)
     with torch.no_grad():
         assert (holder(x) - module(x)).abs().max() <= 1e-5
@@ -142,9 +144,9 @@ def test_saliency_per_parameter_matches_a_brute_force_search_over_rank_pairs():
 
 def test_budgeted_divides_by_the_marginal_cost():
     module, A, G, ls = layer_case(0, True)
-    for budget in im.BUDGETS:
-        b = im.budgeted(ls, budget)
-        c_in, c_out = im.marginal_costs(ls, budget)
+    for budget in sel.BUDGETS:
+        b = sel.budgeted(ls, budget)
+        c_in, c_out = sel.marginal_costs(ls, budget)
         assert torch.allclose(b.score_in * c_in, ls.score_in) and torch.allclose(b.score_out * c_out, ls.score_out)
         p_in = ls.factored_cost(ls.c_in, ls.c_out)[0] - ls.factored_cost(ls.c_in - 1, ls.c_out)[0]
         p_out = ls.factored_cost(ls.c_in, ls.c_out)[0] - ls.factored_cost(ls.c_in, ls.c_out - 1)[0]
@@ -167,8 +169,8 @@ def test_every_ingredient_off_gives_exactly_eigendamage():
 @pytest.mark.parametrize("options", [
     dict(),
     dict(eigenvalues="ekfac", subspace="eigenbasis", budget="per_flop"),
-    dict(eigenvalues="kfac", subspace="tucker", budget="per_param", schedule="iterative", steps=2),
-    dict(subspace="whitened", schedule="iterative", steps=3),
+    dict(eigenvalues="kfac", subspace="tucker", budget="per_param", steps=2),
+    dict(subspace="whitened", steps=3),
 ])
 def test_registry_hits_the_target_and_counts_fine_tuning_steps(options):
     model = tiny_resnet()
@@ -180,16 +182,16 @@ def test_registry_hits_the_target_and_counts_fine_tuning_steps(options):
     result = entry.fn(model, ctx, 0.6, **{**entry.options, "num_batches": 2, "num_examples": 64, **options})
     assert abs(result.achieved_param_ratio - 0.6) <= 0.01
     assert torch.isfinite(result.model(x)).all()
-    steps = options.get("steps", 3) if options.get("schedule") == "iterative" else 1
+    steps = options.get("steps", 1)
     assert len(result.info["rounds"]) == steps
     assert calls == [int(0.5 * 40) // (steps - 1)] * (steps - 1) if steps > 1 else calls == []
     assert result.info["finetune_steps_used"] == sum(calls)
-    for b in (m for m in result.model.modules() if isinstance(m, ed.EigenBottleneck)):
+    for b in (m for m in result.model.modules() if isinstance(m, rb.EigenBottleneck)):
         assert [type(m) for m in b] == [nn.Conv2d] * 3
 
 
 @pytest.mark.parametrize("field,value", [("eigenvalues", "exact"), ("subspace", "cp"), ("budget", "flops"),
-                                         ("schedule", "gradual"), ("num_examples", 0), ("finetune_share", 1.0)])
+                                         ("steps", 0), ("num_examples", 0), ("finetune_share", 1.0)])
 def test_bad_options_name_the_field(field, value):
     model = tiny_resnet()
     ctx = PruneContext(random_loader(), INPUT, count_params(model), 0)
@@ -227,10 +229,11 @@ def test_regrow_lands_on_the_target_and_gives_back_the_most_damaging_cuts_first(
     assert damages == sorted(damages, reverse=True)
     # the first restored layer's damage, measured independently: that cut alone, mean loss over the two batches
     name, damage, over, _ = restored[0]
-    layers, _, factors = im.score_layers(reference, loader, ed.prunable_layers(reference), INPUT, "kfac", 64, "true", 2)
+    layers, _, factors = im.score_layers(reference, loader, basis.prunable_layers(reference), INPUT,
+                                         eigenvalues="kfac", num_examples=64, fisher="true", num_batches=2)
     ls = next(ls for ls in layers if ls.name == name)
     trial = copy.deepcopy(reference)
-    sp.rebuild_subspace(trial, [ls], {name: over}, "tucker", factors, 1e-3, False)
+    sp.rebuild_subspace(trial, [ls], {name: over}, "tucker", factors=factors, damping=1e-3)
 
     def loss(net):
         with torch.no_grad():
@@ -264,13 +267,13 @@ def test_plan_preview_predicts_the_rebuilt_layers_and_leaves_the_model_alone():
     model = tiny_resnet()
     before = copy.deepcopy(model.state_dict())
     factors = {}
-    layers, _ = ed.score_model(model, random_loader(), ed.prunable_layers(model), INPUT, num_batches=2,
+    layers, _ = basis.score_model(model, random_loader(), basis.prunable_layers(model), INPUT, num_batches=2,
                                factors=factors)
     base = count_params(model)
     view = im.plan_preview(model, layers, factors, "whitened", "saliency", 0.5, base)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     trial = copy.deepcopy(model)
-    sp.rebuild_subspace(trial, layers, view["plan"], "whitened", factors, 1e-3, False)
+    sp.rebuild_subspace(trial, layers, view["plan"], "whitened", factors=factors, damping=1e-3)
     assert 1 - count_params(trial) / base == pytest.approx(view["achieved"], abs=1e-9)
     assert abs(view["achieved"] - 0.5) <= 0.01
     planned = [n for n, r in view["plan"].items() if r is not None]

@@ -138,11 +138,8 @@ def _hand_written(tree: ast.AST) -> list[int]:
             if _is_batch_loop(node) or _is_damping(node) or _is_quadratic_form(node)]
 
 
-# Known copies, to go when another engineer moves the eigen modules into a package and switches them to
-# batches.first_batches (improved.batch_loss), curvature.damping.damp (subspaces._roots, eigendamage._floored)
-# and curvature.quadratic.kfac_predicted_increase (subspaces.kfac_increase).
-HAND_WRITTEN_ALLOWED = {"curvature/damping.py": 3, "curvature/quadratic.py": 2,
-                        "methods/improved.py": 1, "methods/subspaces.py": 2, "methods/eigendamage.py": 1}
+# The one definition of each (damping.py writes its kinds; quadratic.py the form and its ½ version).
+HAND_WRITTEN_ALLOWED = {"curvature/damping.py": 3, "curvature/quadratic.py": 2}
 
 
 def test_no_hand_written_batch_loop_damping_or_quadratic_form():
@@ -195,11 +192,6 @@ def _private_uses(path: Path) -> list[str]:
     return sorted(set(out))
 
 
-# Known offenders, to go when another engineer moves the eigen modules into a package (give the names a public
-# home there): improved.py uses eigendamage._floored / _core, subspaces.py uses eigendamage._top.
-PRIVATE_ALLOWED = {"methods/improved.py": ["ed._core", "ed._floored"], "methods/subspaces.py": ["ed._top"]}
-
-
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(LIB)))
 def test_no_module_uses_another_modules_private_names(path):
-    assert _private_uses(path) == PRIVATE_ALLOWED.get(str(path.relative_to(LIB)), [])
+    assert _private_uses(path) == []

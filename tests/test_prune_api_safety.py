@@ -116,7 +116,7 @@ def _pruning_lib_modules() -> list:
 
 def resolve(method: str, name: str):
     """The function or class called `name` that `method` uses: the one object of that name in the loaded
-    pruning_lib modules, or, when several differ (lowrank.factorise / eigendamage.factorise), the one in the
+    pruning_lib modules, or, when several differ (several modules define one of that name), the one in the
     method function's own module."""
     found = {id(getattr(m, name)): getattr(m, name) for m in _pruning_lib_modules() if callable(getattr(m, name, None))}
     if len(found) > 1:
@@ -167,7 +167,7 @@ SEARCH = {"channel": "closest_threshold", "lowrank": "fit_ranks", "eigen": "sear
 # (name, failing call): surgery fails after part of the model is already rebuilt where it goes layer by layer
 SURGERY = {"magnitude_global": ("torch:global_unstructured", 1), "magnitude_layerwise": ("torch:l1_unstructured", 2),
            "svd": ("factorise_layer", 2), "tucker": ("factorise_layer", 2), "cp": ("factorise_layer", 2),
-           "eigendamage": ("factorise", 2), "improved_eigendamage": ("rebuild_subspace", 1)}
+           "eigendamage": ("rebuild_layer", 2), "improved_eigendamage": ("rebuild_subspace", 1)}
 
 
 def stages(method: str) -> list[str]:

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from matplotlib.ticker import EngFormatter, MaxNLocator
 
-from ..methods.eigendamage import LayerScores
+from ..methods.eigen.basis import LayerScores
 
 
 def plot_weight_vs_eigenbasis(axes, weight: torch.Tensor, ls: LayerScores) -> list:

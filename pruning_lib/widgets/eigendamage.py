@@ -4,7 +4,8 @@ from __future__ import annotations
 import ipywidgets as W
 import matplotlib.pyplot as plt
 
-from ..methods.eigendamage import LayerScores, plan_layers, plan_totals, search_threshold
+from ..methods.eigen.basis import LayerScores
+from ..methods.eigen.select import plan_layers, plan_totals, search_threshold
 from ..pruner import TargetUnreachable
 from ..viz.eigendamage import plot_importance_curves, plot_kept_directions
 

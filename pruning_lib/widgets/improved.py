@@ -1,11 +1,12 @@
 """Improved EigenDamage widget (notebook 07): ingredient toggles and a ratio slider that only re-plan from
-cached curvature (methods.improved.plan_preview); nothing is re-estimated."""
+cached curvature (methods.eigen.improved.plan_preview); nothing is re-estimated."""
 from __future__ import annotations
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
 
-from ..methods.improved import SUBSPACES, plan_preview
+from ..methods.eigen.improved import plan_preview
+from ..methods.eigen.subspaces import SUBSPACES
 from ..pruner import TargetUnreachable
 from ..viz.eigendamage import plot_kept_directions
 from ..viz.improved import plot_predicted_increase

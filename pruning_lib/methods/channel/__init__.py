@@ -3,9 +3,9 @@
 (io.py). The names below are the public API (`from pruning_lib.methods import channel as ch`)."""
 from .criteria import l1_scores, prune_l1, prune_random, prune_taylor, random_group_scores, taylor_scores
 from .groups import (ChannelGroup, ChannelPruner, Selection, check_supported, rounded_width,
-                     run_channel_method, select, step_targets)
+                     run_channel_method, select)
 from .io import layer_widths, load_pruned, save_pruned
 
 __all__ = ["ChannelGroup", "ChannelPruner", "Selection", "check_supported", "l1_scores", "layer_widths",
            "load_pruned", "prune_l1", "prune_random", "prune_taylor", "random_group_scores", "rounded_width",
-           "run_channel_method", "save_pruned", "select", "step_targets", "taylor_scores"]
+           "run_channel_method", "save_pruned", "select", "taylor_scores"]

@@ -29,7 +29,7 @@ scores without pruning repeatedly;
 
 Steps. With `steps` S > 1 the target is approached in S prune-and-rescore steps, step k removing
 1 - (1 - target)^(k/S) of the unpruned parameters, with BatchNorm statistics re-estimated (STEP_BN_BATCHES
-training batches) before the next step scores. One-shot saliencies measured on the full model say nothing
+training batches) before the next step scores (pruner.run_steps, the schedule every iterative method shares). One-shot saliencies measured on the full model say nothing
 about a channel once its neighbours are gone; on the quickstart at 90 % one-shot Taylor / C-OBD / C-OBS
 strip the last stage's residual stream to the 10 % floor on some seeds (7 of 64 channels feed the
 classifier) and lose 10-40 points after fine-tuning, while three steps re-score the survivors and keep it
@@ -54,8 +54,8 @@ from ...checks import TOLERANCE, check_choice, check_fraction, check_positive_in
 from ...metrics import layer_pixels
 from ...models import classifier_of
 from ...modes import eval_mode
-from ...pruner import PruneContext, PruneResult, TargetUnreachable, closest_threshold, finish, rounded_width
-from ...train import recalibrate_bn
+from ...pruner import (STEP_BN_BATCHES, PruneContext, PruneResult, TargetUnreachable, closest_threshold, finish,
+                       rounded_width, run_steps)
 
 SUPPORTED = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
 GROUP_REDUCTIONS = ("sum", "mean", "max")  # how a group's channel score combines its producers' scores
@@ -351,16 +351,6 @@ def select(pruner: ChannelPruner, scores: dict[str, torch.Tensor], target: float
     return Selection(plan, threshold, got, {r: len(k) for r, k in plan.items()})
 
 
-STEP_BN_BATCHES = 20  # BatchNorm re-estimation between steps (as the runner's default after pruning)
-
-
-def step_targets(target: float, steps: int) -> list[float]:
-    """Fractions of the unpruned parameters removed after each of `steps` steps: 1 - (1 - target)^(k/steps),
-    the same fraction of the remaining parameters at every step; the last is `target` itself."""
-    check_positive_int(steps, "steps")
-    return [1.0 - (1.0 - target) ** (k / steps) for k in range(1, steps)] + [target]
-
-
 def run_channel_method(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float,
                        score_fn: Callable[[ChannelPruner], dict[str, torch.Tensor]],
                        before_apply: Callable[[ChannelPruner, Selection], None] | None = None,
@@ -368,19 +358,21 @@ def run_channel_method(model: nn.Module, ctx: PruneContext, target: float, layer
     """The shared schedule of every channel method, per step (step_targets): groups, group scores from
     `score_fn(pruner)`, threshold search, optional `before_apply` (e.g. the OBS weight correction), physical
     removal, BatchNorm re-estimation before the next step (if this one removed channels); then measurement."""
-    sizes, floors, removed = None, None, False
-    goals = step_targets(target, steps)
-    for k, goal in enumerate(goals):
-        if removed:  # the last step changed the model: its BatchNorm statistics no longer fit
-            recalibrate_bn(model, ctx.loader, STEP_BN_BATCHES)
-        pruner = ChannelPruner(model, ctx.input_shape, layer_cap, floors, round_to)
-        if sizes is None:
-            sizes, floors = {g.root: g.size for g in pruner.groups}, pruner.producer_floors()
-        sel = select(pruner, score_fn(pruner), goal, ctx.base_params, strict=k == len(goals) - 1)
+    state: dict[str, Any] = {"sizes": None, "floors": None}
+
+    def step(k: int, goal: float) -> bool:
+        pruner = ChannelPruner(model, ctx.input_shape, layer_cap, state["floors"], round_to)
+        if state["sizes"] is None:
+            state["sizes"], state["floors"] = {g.root: g.size for g in pruner.groups}, pruner.producer_floors()
+        sel = select(pruner, score_fn(pruner), goal, ctx.base_params, strict=k == steps - 1)
         if before_apply is not None:
             before_apply(pruner, sel)
         pruner.apply(sel.plan)
-        removed = any(sel.kept[g.root] < g.size for g in pruner.groups)
+        state["sel"] = sel
+        return any(sel.kept[g.root] < g.size for g in pruner.groups)  # removed channels: BatchNorm re-estimated
+
+    run_steps(model, ctx.loader, target, steps, step, rule="geometric", bn_batches=STEP_BN_BATCHES)
+    sel, sizes = state["sel"], state["sizes"]
     details = {"threshold": sel.threshold, "achieved_dense": sel.achieved, "kept_channels": sel.kept,
                "group_sizes": sizes, "steps": steps, "round_to": round_to,
                **(info or {})}

@@ -1,4 +1,4 @@
-"""The subspaces an Improved EigenDamage layer can keep for given ranks (methods/improved.py), each rebuilt as
+"""The subspaces an Improved EigenDamage layer can keep for given ranks (eigen/improved.py), each rebuilt as
 an EigenBottleneck rot_in (1x1) -> core -> rot_out (1x1), Ŵ_p = rot_out · core_p · rot_in:
 
   eigenbasis  the top-scoring eigen-directions of the layer's K-FAC eigenbasis (EigenDamage's choice);
@@ -14,15 +14,18 @@ import copy
 import torch
 from torch import nn
 
-from ..curvature import compute_kfac
-from . import eigendamage as ed
+from ...curvature import compute_kfac
+from ...curvature.damping import damp
+from ...curvature.quadratic import kfac_predicted_increase
+from .basis import LayerScores
+from .rebuild import EigenBottleneck, build_bottleneck, rebuild_layers, top_directions
 
 SUBSPACES = ("eigenbasis", "tucker", "whitened")
 
 
 def effective_weight(module: nn.Module) -> torch.Tensor:
     """The (C_out, C_in, k·k) weight the layer applies: W itself, or R_out W*_p R_in of an EigenBottleneck."""
-    if isinstance(module, ed.EigenBottleneck):
+    if isinstance(module, EigenBottleneck):
         r_in = module.rot_in.weight.reshape(module.rot_in.weight.shape[0], -1)
         r_out = module.rot_out.weight.reshape(module.rot_out.weight.shape[0], -1)
         core = module.core.weight.reshape(*module.core.weight.shape[:2], -1)
@@ -30,11 +33,10 @@ def effective_weight(module: nn.Module) -> torch.Tensor:
     return module.weight.detach().reshape(*module.weight.shape[:2], -1)
 
 
-def _roots(m: torch.Tensor, damping: float) -> tuple[torch.Tensor, torch.Tensor]:
+def matrix_roots(m: torch.Tensor, damping: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(M^½, M^-½) of a symmetric PSD factor with eigenvalues raised by damping · their mean (float64)."""
     values, vectors = torch.linalg.eigh(m.double())
-    values = values.clamp_min(0)
-    values = values + damping * values.mean() + 1e-300
+    values = damp(values.clamp_min(0), damping, "values", eps=1e-300)
     return (vectors * values.sqrt()) @ vectors.T, (vectors / values.sqrt()) @ vectors.T
 
 
@@ -81,11 +83,11 @@ def whitened_tucker(w: torch.Tensor, A: torch.Tensor, G: torch.Tensor, ranks: tu
     rank-(r_out, r_in) Tucker-2 minimising Σ_p ‖G^½ (W − Ŵ)_p A^½‖² that HOOI reaches in the whitened space,
     started (among others) from every (column basis, row basis) pair in `starts`, given in the original space,
     so it is never worse than those subspaces with their best core."""
-    a_half, a_inv = _roots(A, damping)
-    g_half, g_inv = _roots(G, damping)
+    a_half, a_inv = matrix_roots(A, damping)
+    g_half, g_inv = matrix_roots(G, damping)
     wt = torch.einsum("oa,abp,bc->ocp", g_half, w.double(), a_half)
     inits = [(_orthonormal(g_half @ b_out.double()), _orthonormal(a_half @ b_in.double())) for b_out, b_in in starts]
-    u_out, u_in = hooi(wt, ranks, inits, n_iter)
+    u_out, u_in = hooi(wt, ranks, inits, n_iter=n_iter)
     core = torch.einsum("oa,obp,bc->acp", u_out, wt, u_in)
     # G^-½ U_out and U_inᵀ A^-½ can have norms near 1 / √damping: re-orthonormalise them (QR) and move the
     # triangular factors into the core, Ŵ_p = Q_out (R_out C_p R_inᵀ) Q_inᵀ: the same layer, but rotations as
@@ -109,7 +111,7 @@ def collapsed_kfac(model: nn.Module, names: list[str], loader, fisher: str, num_
     plain = copy.deepcopy(model)
     for n in names:
         m = plain.get_submodule(n)
-        if isinstance(m, ed.EigenBottleneck):
+        if isinstance(m, EigenBottleneck):
             inner = m.core
             w = effective_weight(m)
             if isinstance(inner, nn.Conv2d):
@@ -127,16 +129,16 @@ def collapsed_kfac(model: nn.Module, names: list[str], loader, fisher: str, num_
 
 
 @torch.no_grad()
-def subspace_parts(module: nn.Module, ls: ed.LayerScores, ranks: tuple[int, int], subspace: str, factors=None,
+def subspace_parts(module: nn.Module, ls: LayerScores, ranks: tuple[int, int], subspace: str, factors=None,
                    damping: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(rot_out C_out x r_out, core r_out x r_in x k·k, rot_in r_in x C_in) of `module` kept at ranks (r_in, r_out)
     in `subspace`, Ŵ_p = rot_out core_p rot_in. eigenbasis: the top-scoring eigen-directions of `ls` (merged with
     an EigenBottleneck's rotations); tucker / whitened: a fresh Tucker-2 of the layer's effective weight, whitened
     with `factors` (the LayerKFAC of the plain layer it applies: A without the bias coordinate, and G)."""
     r_in, r_out = ranks
-    keep_in, keep_out = ed._top(ls.score_in, r_in), ed._top(ls.score_out, r_out)
+    keep_in, keep_out = top_directions(ls.score_in, r_in), top_directions(ls.score_out, r_out)
     eig_out, eig_in = ls.Q_G[:, keep_out].double(), ls.Q_A[:, keep_in].double()
-    if isinstance(module, ed.EigenBottleneck):  # the eigen-directions as subspaces of the outer layer
+    if isinstance(module, EigenBottleneck):  # the eigen-directions as subspaces of the outer layer
         eig_out = module.rot_out.weight.detach().reshape(ls.c_out, -1).double() @ eig_out
         eig_in = module.rot_in.weight.detach().reshape(-1, ls.c_in).double().T @ eig_in
     if subspace == "eigenbasis":
@@ -146,27 +148,27 @@ def subspace_parts(module: nn.Module, ls: ed.LayerScores, ranks: tuple[int, int]
     if subspace == "tucker":
         return tucker
     A = factors.A[:-1, :-1] if factors.has_bias else factors.A
-    return whitened_tucker(w, A, factors.G, (r_out, r_in), [(eig_out, eig_in), (tucker[0], tucker[2].T)], damping)
+    return whitened_tucker(w, A, factors.G, (r_out, r_in), starts=[(eig_out, eig_in), (tucker[0], tucker[2].T)],
+                           damping=damping)
 
 
 def kfac_increase(w: torch.Tensor, w_hat: torch.Tensor, A: torch.Tensor, G: torch.Tensor) -> float:
     """½ Σ_p tr((W − Ŵ)_pᵀ G (W − Ŵ)_p A): the K-FAC (G ⊗ A ⊗ I) prediction of the loss increase of replacing
     the (C_out, C_in, k·k) weight W by Ŵ."""
-    d = (w - w_hat).double()
-    return 0.5 * float(torch.einsum("oip,oq,qjp,ij->", d, G.double(), d, A.double()))
+    return kfac_predicted_increase(w - w_hat, A, G)
 
 
 @torch.no_grad()
-def rebuild_subspace(model: nn.Module, layers: list[ed.LayerScores], plan: dict, subspace: str, factors: dict,
-                     damping: float, freeze_rotations: bool) -> nn.Module:
-    """Apply `plan` (ranks per layer) keeping the chosen subspace (in place): eigenbasis = eigendamage.rebuild;
+def rebuild_subspace(model: nn.Module, layers: list[LayerScores], plan: dict, subspace: str, *, factors: dict,
+                     damping: float = 1e-3, freeze_rotations: bool = False) -> nn.Module:
+    """Apply `plan` (ranks per layer) keeping the chosen subspace (in place): eigenbasis = rebuild.rebuild_layers;
     tucker / whitened re-factor each planned layer's effective weight (`subspace_parts`). `factors` maps a layer
     to the LayerKFAC of the plain layer it applies (used by "whitened")."""
     if subspace == "eigenbasis":
-        return ed.rebuild(model, layers, plan, freeze_rotations)
+        return rebuild_layers(model, layers, plan, freeze_rotations)
     for ls in layers:
         if plan.get(ls.name) is not None:
             module = model.get_submodule(ls.name)
-            parts = subspace_parts(module, ls, plan[ls.name], subspace, factors.get(ls.name), damping)
-            model.set_submodule(ls.name, ed.bottleneck(module, *parts, freeze_rotations))
+            parts = subspace_parts(module, ls, plan[ls.name], subspace, factors=factors.get(ls.name), damping=damping)
+            model.set_submodule(ls.name, build_bottleneck(module, *parts, freeze_rotations))
     return model
