@@ -48,8 +48,8 @@ def layer_times(width: int, device: torch.device, repeats: int = 1) -> list[str]
         sub = nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(conv.out_channels, 10)).to(device)
         hw = 32 // conv.stride[0] // (2 ** names.index(name))
         t_spec = timed(lambda: lr.analyse(sub, (conv.in_channels, hw, hw), "tucker"))
-        infos = {f: lr.analyse(sub, (conv.in_channels, hw, hw), f)[0] for f in lr.FORMS}
-        ranks = {f: half_ranks(infos[f]) for f in lr.FORMS}
+        infos = {f: lr.analyse(sub, (conv.in_channels, hw, hw), f)[0] for f in lr.DECOMPOSITIONS}
+        ranks = {f: half_ranks(infos[f]) for f in lr.DECOMPOSITIONS}
         t = {"svd": timed(lambda: lr.factorise_layer(infos["svd"], ranks["svd"])),
              "tucker": timed(lambda: lr.factorise_layer(infos["tucker"], ranks["tucker"], hooi_iters=10)),
              "cp": timed(lambda: lr.factorise_layer(infos["cp"], ranks["cp"], cp_iters=50))}
@@ -81,7 +81,7 @@ def main() -> None:
     ctx = PruneContext(None, SHAPE, params0)
     print(f"\nWhole step on narrow ResNet-32 at 50 % ({params0:,} params), seconds: ranks (spectra, VBMF, fit) + decompose")
     print("| method | ranks | decompose | layers factorised |\n|---|---|---|---|")
-    for method in lr.FORMS:
+    for method in lr.DECOMPOSITIONS:
         res = lr.lowrank_prune(copy.deepcopy(base), ctx, 0.5, method)
         done = sum(r is not None for r in res.info["ranks"].values())
         print(f"| {method} | {res.info['seconds_ranks']:.2f} | {res.info['seconds_decompose']:.2f} | "
@@ -91,7 +91,7 @@ def main() -> None:
     print(f"\nLatency, narrow ResNet-32, batch {args.batch}, {device}: unpruned {lat0:.1f} ms, {macs0 / 1e6:.1f} M MACs")
     print("| method | target | params removed | MACs (M) | theoretical speed-up | measured speed-up | ratio |")
     print("|---|---|---|---|---|---|---|")
-    for method in lr.FORMS:
+    for method in lr.DECOMPOSITIONS:
         for target in (0.5, 0.7, 0.9):
             res = lr.lowrank_prune(copy.deepcopy(base), ctx, target, method, hooi_iters=1, cp_iters=5)
             model = res.model.eval()

@@ -145,16 +145,16 @@ def test_counts_cap_and_never_grows():
         assert r_in >= max(1, -(-2 * ls.c_in // 10)) and r_out >= max(1, -(-2 * ls.c_out // 10))  # cap 0.8
         assert sum(p.numel() for p in model.get_submodule(ls.name).parameters()) < before[ls.name]
     for ls in left:  # left as it is: nothing removed, or the factored form would not be smaller
-        r = sel.kept_counts(ls, threshold, cap)
+        r = sel.kept_ranks(ls, threshold, cap)
         assert r == ls.ranks or ls.factored_cost(*r)[0] >= ls.params
         assert not isinstance(model.get_submodule(ls.name), rb.EigenBottleneck)
 
 
 def test_cap_reaches_one_direction_per_side():
     layers = random_layers(tiny_resnet(), ["layer1.0.conv1"])
-    assert sel.kept_counts(layers[0], float("inf"), 0.99) == (1, 1)
-    assert sel.kept_counts(layers[0], float("inf"), 0.5) == (8, 8)
-    assert sel.kept_counts(layers[0], -float("inf"), 0.5) == (16, 16)
+    assert sel.kept_ranks(layers[0], float("inf"), 0.99) == (1, 1)
+    assert sel.kept_ranks(layers[0], float("inf"), 0.5) == (8, 8)
+    assert sel.kept_ranks(layers[0], -float("inf"), 0.5) == (16, 16)
 
 
 @pytest.mark.parametrize("kind", ["params", "directions"])
@@ -368,10 +368,10 @@ def test_kept_counts_round_up_and_never_rise_with_the_threshold():
     layers = random_layers(model, basis.prunable_layers(model))
     ls = max(layers, key=lambda s: s.c_in)
     thresholds = sorted(torch.cat([ls.score_in, ls.score_out]).tolist())
-    counts = [sel.kept_counts(ls, t, 0.9, round_to=8) for t in thresholds]
+    counts = [sel.kept_ranks(ls, t, 0.9, round_to=8) for t in thresholds]
     assert all(r % 8 == 0 or r == full for c in counts for r, full in zip(c, ls.ranks))
     assert all(a[0] >= b[0] and a[1] >= b[1] for a, b in zip(counts, counts[1:]))
-    assert sel.kept_counts(ls, math.inf, 0.99, round_to=8) == (min(8, ls.ranks[0]), min(8, ls.ranks[1]))
+    assert sel.kept_ranks(ls, math.inf, 0.99, round_to=8) == (min(8, ls.ranks[0]), min(8, ls.ranks[1]))
 
 
 def test_round_to_and_max_factor_are_checked():

@@ -30,7 +30,7 @@ def conv():
     return nn.Conv2d(4, 6, 3, stride=2, padding=(1, 2), bias=True).double()
 
 
-@pytest.mark.parametrize("form", lr.FORMS)
+@pytest.mark.parametrize("form", lr.DECOMPOSITIONS)
 def test_full_rank_reproduces_conv_and_linear(conv, form):
     x = torch.randn(2, 4, 9, 11, dtype=torch.double)
     info = one_layer_info(conv, form)
@@ -132,7 +132,7 @@ def direct_counts(model: nn.Module, shape) -> tuple[int, int]:
     return params, sum(macs)
 
 
-@pytest.mark.parametrize("form", lr.FORMS)
+@pytest.mark.parametrize("form", lr.DECOMPOSITIONS)
 def test_param_and_mac_counts_match_direct_count(form):
     torch.manual_seed(0)
     shape = (1, 8, 8)

@@ -11,13 +11,13 @@ import torch.nn.functional as F
 
 from ..checks import check_choice
 
-FORMS = ("channel_patch", "im2col")
+KFAC_FORMS = ("channel_patch", "im2col")
 FISHERS = ("true", "exact", "empirical")
 
 
 def check_form_and_fisher(form: str, fisher: str) -> None:
-    """Raise a ValueError naming `form` / `fisher` when either is not one of FORMS / FISHERS."""
-    check_choice(form, FORMS, "form")
+    """Raise a ValueError naming `form` / `fisher` when either is not one of KFAC_FORMS / FISHERS."""
+    check_choice(form, KFAC_FORMS, "form")
     check_choice(fisher, FISHERS, "fisher")
 
 

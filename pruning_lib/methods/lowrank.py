@@ -45,7 +45,7 @@ from ..pruner import PruneContext, PruneResult, TargetUnreachable, finish, round
 from .lowrank_layers import cp4, cp_layers, svd_layers, tucker2, tucker2_layers
 from .vbmf import evbmf_rank
 
-FORMS = ("svd", "tucker", "cp")
+DECOMPOSITIONS = ("svd", "tucker", "cp")
 RULES = ("budget", "energy", "vbmf")
 
 
@@ -132,7 +132,7 @@ def rounded_ranks(info: LayerInfo, ranks: list[int], round_to: int = 1) -> list[
 
 
 def _check(form: str, rule: str | None = None) -> None:
-    check_choice(form, FORMS, "form")
+    check_choice(form, DECOMPOSITIONS, "form")
     if rule is not None:
         check_choice(rule, RULES, "rank_rule")
 
@@ -263,7 +263,7 @@ def factorise(model: nn.Module, infos: list[LayerInfo], ranks: dict[str, list[in
     return plan
 
 
-@checked(form=FORMS, rank_rule=RULES)
+@checked(form=DECOMPOSITIONS, rank_rule=RULES)
 def lowrank_prune(model: nn.Module, ctx: PruneContext, target: float, form: str, rank_rule: str = "budget",
                   include_classifier: bool = False, hooi_iters: int = 10, cp_iters: int = 50,
                   round_to: int = 1) -> PruneResult:

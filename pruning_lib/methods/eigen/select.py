@@ -27,7 +27,7 @@ TARGET_KINDS = ("params", "directions")
 BUDGETS = ("saliency", "per_param", "per_flop")
 
 
-def kept_counts(ls: LayerScores, threshold: float, layer_cap: float, round_to: int = 1) -> tuple[int, int]:
+def kept_ranks(ls: LayerScores, threshold: float, layer_cap: float, round_to: int = 1) -> tuple[int, int]:
     """(input, output) directions kept when every direction scoring <= threshold is removed, within the cap,
     each rounded up to a multiple of round_to or the current rank (`rounded_width`; never rises with the
     threshold, so the bisection holds)."""
@@ -39,11 +39,11 @@ def kept_counts(ls: LayerScores, threshold: float, layer_cap: float, round_to: i
 
 def plan_layers(layers: list[LayerScores], threshold: float, layer_cap: float,
                 round_to: int = 1) -> dict[str, tuple[int, int] | None]:
-    """{layer: (r_in, r_out) to factor it to (`kept_counts`), or None to leave it as it is (nothing removed, or
+    """{layer: (r_in, r_out) to factor it to (`kept_ranks`), or None to leave it as it is (nothing removed, or
     the factored form would not have fewer parameters than the layer has now: "never grows")}."""
     plan = {}
     for ls in layers:
-        r = kept_counts(ls, threshold, layer_cap, round_to)
+        r = kept_ranks(ls, threshold, layer_cap, round_to)
         plan[ls.name] = None if r == ls.ranks or ls.factored_cost(*r)[0] >= ls.params else r
     return plan
 
