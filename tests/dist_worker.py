@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from helpers import random_dataset
+
 from pruning_lib import distributed
 from pruning_lib.curvature import compute_kfac, diagonal_fisher, ekfac_correction
 from pruning_lib.data import make_loader
@@ -17,8 +19,8 @@ BATCH, BATCHES = 8, 6
 
 
 def data() -> TensorDataset:
-    g = torch.Generator().manual_seed(0)
-    return TensorDataset(torch.randn(BATCH * BATCHES, 2, 6, 6, generator=g), torch.randint(0, 3, (BATCH * BATCHES,), generator=g))
+    """The examples every rank splits: BATCHES batches of BATCH 2x6x6 inputs, 3 classes."""
+    return random_dataset(BATCH * BATCHES, (2, 6, 6), 3)
 
 
 def model() -> nn.Module:

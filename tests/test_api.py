@@ -2,30 +2,19 @@
 import pytest
 import torch
 import torchvision
-from torch.utils.data import DataLoader, TensorDataset
 
 import pruning_lib
 from pruning_lib.metrics import count_macs, count_params
 from pruning_lib.models import build_model
 from pruning_lib.registry import METHODS
 
-SHORT = {"num_batches": 1, "num_examples": 16, "cp_iters": 3, "hooi_iters": 1}
-
-
-def data(shape, classes, n=32, batch=16):
-    g = torch.Generator().manual_seed(0)
-    return DataLoader(TensorDataset(torch.randn(n, *shape, generator=g), torch.randint(0, classes, (n,), generator=g)),
-                      batch_size=batch)
-
-
-def short(method):
-    return {k: v for k, v in SHORT.items() if k in METHODS[method].options}
+from helpers import random_loader, short
 
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_prunes_the_kit_resnet8_through_the_api(method):
     model = build_model("resnet8", 1, 1, 10)
-    loader = data((1, 8, 8), 10)
+    loader = random_loader(32, (1, 8, 8), 10)
     result = pruning_lib.prune(model, method, 0.5, loader=loader, **short(method))
     assert abs(result.achieved_param_ratio - 0.5) <= 0.01
     assert result.achieved_flops == 2 * count_macs(result.model, (1, 8, 8))
@@ -44,7 +33,7 @@ TORCHVISION_METHODS = ["magnitude_global", "magnitude_layerwise", "l1", "taylor"
 def test_torchvision_resnet18_through_the_api(method):
     model = torchvision.models.resnet18(num_classes=2)
     base = count_params(model)
-    loader = data((3, 32, 32), 2, n=16, batch=8)
+    loader = random_loader(16, (3, 32, 32), 2, batch=8)
     result = pruning_lib.prune(model, method, 0.5, loader=loader, **short(method))
     assert abs(result.achieved_param_ratio - 0.5) <= 0.01 and count_params(result.model) <= base
     assert torch.isfinite(result.model.eval()(next(iter(loader))[0])).all()
@@ -58,7 +47,7 @@ def test_torchvision_mobilenet_v2_through_the_api(method):
     torch.manual_seed(0)
     model = torchvision.models.mobilenet_v2(num_classes=2)
     base = count_params(model)
-    loader = data((3, 32, 32), 2, n=16, batch=8)
+    loader = random_loader(16, (3, 32, 32), 2, batch=8)
     # EigenDamage reaches at most 44 % here: MobileNetV2's weights sit in 1x1 convs, whose factored form
     # (1x1 -> core -> 1x1) costs three matrices for one, and its depthwise convs are left as they are.
     target = 0.4 if method in ("eigendamage", "improved_eigendamage") else 0.5
@@ -87,8 +76,8 @@ def test_a_grouped_conv_that_is_not_depthwise_is_refused_by_name():
     ({"method": "l1", "loader": None}, "example_inputs: pass one input batch"),
 ])
 def test_bad_input_is_refused_before_any_work(kwargs, message):
-    args = {"model": build_model("resnet8", 1, 1, 10), "method": "l1", "target": 0.5, "loader": data((1, 8, 8), 10),
-            **kwargs}
+    args = {"model": build_model("resnet8", 1, 1, 10), "method": "l1", "target": 0.5,
+            "loader": random_loader(32, (1, 8, 8), 10), **kwargs}
     with pytest.raises(ValueError, match=message):
         pruning_lib.prune(**args)
 
@@ -114,7 +103,7 @@ def test_torchvision_vgg11_bn_through_the_api(method):
     C-OBS runs one step here (three take 26 s); CP takes 16 s."""
     model = narrow_vgg11_bn()
     base = count_params(model)
-    loader = data((3, 32, 32), 2, n=16, batch=8)
+    loader = random_loader(16, (3, 32, 32), 2, batch=8)
     options = {**short(method), **({"steps": 1} if method == "obs" else {})}
     result = pruning_lib.prune(model, method, 0.5, loader=loader, **options)
     assert abs(result.achieved_param_ratio - 0.5) <= 0.01 and count_params(result.model) <= base
@@ -136,7 +125,7 @@ def test_vgg11_bn_real_classifier_skips_the_too_large_kfac_layers():
 
     torch.manual_seed(0)
     model = torchvision.models.vgg11_bn(num_classes=2)
-    loader = data((3, 32, 32), 2, n=8, batch=8)
+    loader = random_loader(8, (3, 32, 32), 2, batch=8)
     kfac = compute_kfac(model, loader, num_batches=1, layers=["classifier.0", "features.0"])
     assert list(kfac) == ["features.0"] and "classifier.0" in kfac.skipped
     assert "exceed max_factor=8192" in kfac.too_large["classifier.0"]

@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from pruning_lib.methods import channel as ch
 from pruning_lib.pruner import step_targets
@@ -17,6 +16,8 @@ from pruning_lib.metrics import count_macs, count_params
 from pruning_lib.models import build_model
 from pruning_lib.pruner import PruneContext
 from pruning_lib.registry import METHODS
+
+from helpers import random_loader, spd
 
 INPUT = (1, 8, 8)
 
@@ -33,20 +34,9 @@ def trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def loader(n: int = 32, shape=INPUT, classes: int = 10, batch: int = 16, seed: int = 0) -> DataLoader:
-    g = torch.Generator().manual_seed(seed)
-    ds = TensorDataset(torch.randn(n, *shape, generator=g), torch.randint(0, classes, (n,), generator=g))
-    return DataLoader(ds, batch_size=batch)
-
-
 def resnet8() -> nn.Module:
     torch.manual_seed(0)
     return trained_like(build_model("resnet8", 1, 1, 10))
-
-
-def spd(n: int, gen: torch.Generator) -> torch.Tensor:
-    m = torch.randn(n, n, generator=gen, dtype=torch.float64)
-    return m @ m.T / n + 0.1 * torch.eye(n, dtype=torch.float64)
 
 
 # ---- scores against hand computations ---------------------------------------------------------------------
@@ -62,7 +52,7 @@ def test_l1_scores_by_hand():
 def test_taylor_scores_by_hand():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 36, 4))
-    data = loader(8, INPUT, 4, batch=4)
+    data = random_loader(8, INPUT, 4, batch=4)
     s = ch.taylor_scores(model, ["0"], data, num_batches=2)["0"]
     w = model[0].weight
     expected = torch.zeros(3)
@@ -76,7 +66,7 @@ def test_taylor_scores_by_hand():
 def test_obd_scores_by_hand():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 36, 4))
-    data = loader(6, INPUT, 4, batch=6)
+    data = random_loader(6, INPUT, 4, batch=6)
     s = so.obd_scores(model, ["0"], data, num_examples=6, fisher="empirical")["0"]
     x, y = next(iter(data))
     fisher = torch.zeros_like(model[0].weight)
@@ -89,7 +79,7 @@ def test_obd_scores_by_hand():
 
 def test_obs_saliencies_vs_dense_inverse():
     gen = torch.Generator().manual_seed(0)
-    G, A = spd(4, gen), spd(6, gen)
+    G, A = spd(4, gen, ridge=0.1), spd(6, gen, ridge=0.1)
     w = torch.randn(4, 6, generator=gen, dtype=torch.float64)
     F_inv = torch.linalg.inv(torch.kron(G, A))  # dense Fisher of vec(W), row-major
     diag = so.obs_layer_scores(w, torch.linalg.inv(G), torch.linalg.inv(A), A, "diag")
@@ -103,7 +93,7 @@ def test_obs_saliencies_vs_dense_inverse():
 
 def test_obs_correction_vs_dense_constrained_solve():
     gen = torch.Generator().manual_seed(1)
-    G, A = spd(5, gen), spd(4, gen)
+    G, A = spd(5, gen, ridge=0.1), spd(4, gen, ridge=0.1)
     w = torch.randn(5, 4, generator=gen, dtype=torch.float64)
     removed = torch.tensor([1, 3])
     delta = so.obs_correction(w, torch.linalg.inv(G), removed)
@@ -124,7 +114,7 @@ def test_obs_correction_vs_dense_constrained_solve():
 def test_apply_obs_correction_on_a_network():
     model = resnet8()
     pruner = ch.ChannelPruner(model, INPUT)
-    factors = so.obs_factors(model, pruner.producers, loader(), num_batches=2, fisher="empirical")
+    factors = so.obs_factors(model, pruner.producers, random_loader(), num_batches=2, fisher="empirical")
     g = next(gr for gr in pruner.groups if gr.root == "layer1.0.conv1")
     w0 = so.weight_matrix(model.get_submodule("layer1.0.conv1")).double().clone()
     plan = {gr.root: torch.arange(gr.size) for gr in pruner.groups}
@@ -188,7 +178,7 @@ def test_target_zero_reproduces_the_model():
     model = resnet8()
     x = torch.randn(2, *INPUT)
     reference = model(x)
-    ctx = PruneContext(loader(), INPUT, count_params(model))
+    ctx = PruneContext(random_loader(), INPUT, count_params(model))
     result = ch.prune_l1(model, ctx, 0.0)
     assert torch.equal(result.model(x), reference)
     assert count_params(result.model) == ctx.base_params
@@ -306,7 +296,7 @@ def test_channel_padding_the_graph_cannot_follow_is_named():
 
 def test_bad_options():
     model = resnet8()
-    ctx = PruneContext(loader(), INPUT, count_params(model))
+    ctx = PruneContext(random_loader(), INPUT, count_params(model))
     with pytest.raises(ValueError, match="layer_cap"):
         ch.prune_l1(model, ctx, 0.5, layer_cap=1.0)
     with pytest.raises(ValueError, match="num_batches"):
@@ -342,7 +332,7 @@ def test_save_and_load_a_pruned_model(tmp_path):
 @pytest.mark.parametrize("method", ["l1", "taylor", "random", "obd", "obs"])
 def test_registry_entries(method):
     model = resnet8()
-    ctx = PruneContext(loader(), INPUT, count_params(model), seed=0)
+    ctx = PruneContext(random_loader(), INPUT, count_params(model), seed=0)
     entry = METHODS[method]
     assert entry.family == "channel"
     options = {**entry.options, **({"num_batches": 2} if "num_batches" in entry.options else {}),
@@ -387,7 +377,7 @@ def test_iterative_steps_keep_the_unpruned_floor_and_hit_the_target(method):
     taken from each step's own widths would compound to 1 % and empty the small groups)."""
     model = resnet8()
     floors = {g.root: g.min_keep for g in ch.ChannelPruner(model, INPUT).groups}
-    ctx = PruneContext(loader(), INPUT, count_params(model), seed=0)
+    ctx = PruneContext(random_loader(), INPUT, count_params(model), seed=0)
     entry = METHODS[method]
     options = {**entry.options, "steps": 3, **({"num_batches": 2} if "num_batches" in entry.options else {})}
     result = entry.fn(copy.deepcopy(model), ctx, 0.9, **options)
@@ -401,7 +391,7 @@ def test_steps_at_target_zero_leave_the_model_untouched():
     """No step removes a channel, so BatchNorm is never re-estimated: outputs stay identical."""
     model = resnet8()
     x = torch.randn(4, *INPUT)
-    ctx = PruneContext(loader(), INPUT, count_params(model), seed=0)
+    ctx = PruneContext(random_loader(), INPUT, count_params(model), seed=0)
     out = METHODS["taylor"].fn(copy.deepcopy(model), ctx, 0.0, num_batches=2, steps=3).model(x)
     assert torch.equal(out, model(x))
 
@@ -417,7 +407,7 @@ def test_a_later_step_rescores_the_pruned_model(monkeypatch):
         return real(m, names, *args, **kwargs)
 
     monkeypatch.setattr(criteria_mod, "taylor_scores", spy)
-    ctx = PruneContext(loader(), INPUT, count_params(model), seed=0)
+    ctx = PruneContext(random_loader(), INPUT, count_params(model), seed=0)
     METHODS["taylor"].fn(copy.deepcopy(model), ctx, 0.8, num_batches=1, steps=3)
     assert len(seen) == 3 and seen[0] > seen[1] > seen[2]
 
@@ -431,7 +421,7 @@ def test_round_to_keeps_multiples_and_still_hits_the_target(method, target):
     torch.manual_seed(0)
     model = trained_like(build_model("resnet8", 4, 1, 10))
     widths = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    ctx = PruneContext(loader(), INPUT, count_params(model), seed=0)
+    ctx = PruneContext(random_loader(), INPUT, count_params(model), seed=0)
     options = {**METHODS[method].options, "round_to": 8, **({"num_batches": 1} if method == "taylor" else {})}
     result = METHODS[method].fn(copy.deepcopy(model), ctx, target, **options)
     assert abs(result.achieved_param_ratio - target) <= 0.01

@@ -2,10 +2,11 @@
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from pruning_lib.curvature import compute_kfac
 from pruning_lib.curvature.dense import dense_fisher, dense_hessian, kfac_dense
+
+from helpers import random_loader
 
 
 def test_fisher_equals_hessian_for_softmax_regression():
@@ -21,9 +22,9 @@ def test_kfac_dense_is_in_parameter_order():
     kfac_dense equals the outer product of the flat gradient on the layer blocks, and is zero elsewhere."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(2, 3, 3, bias=False), nn.Flatten(), nn.Linear(3, 4)).double()
-    x, y = torch.randn(1, 2, 3, 3, dtype=torch.float64), torch.randint(0, 4, (1,))
-    kfac = compute_kfac(model, DataLoader(TensorDataset(x, y), batch_size=1), form="im2col", fisher="empirical",
-                        num_batches=1)
+    loader = random_loader(1, (2, 3, 3), 4, batch=1, seed=None, dtype=torch.float64)
+    x, y = loader.dataset.tensors
+    kfac = compute_kfac(model, loader, form="im2col", fisher="empirical", num_batches=1)
     F.cross_entropy(model(x), y).backward()
     g = torch.cat([p.grad.flatten() for p in model.parameters()])
     layer = torch.tensor([0] * 54 + [1] * 16)  # conv weight (3x2x3x3), then Linear weight (4x3) + bias (4)

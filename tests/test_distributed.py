@@ -15,10 +15,9 @@ import pytest
 import torch
 
 import dist_worker
-from pruning_lib.config import validate
+from helpers import rel, result_rows, tiny_config, tiny_raw
 from pruning_lib.data import make_loader
 from pruning_lib.experiment import merge_shards, run
-from pruning_lib.results import TIMING
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]  # free port
@@ -42,8 +41,8 @@ def test_curvature_statistics_of_two_ranks_equal_one_process_on_all_batches(two_
     assert set(single) == set(two_ranks["stats"]) - {"eval_shard"}
     for key, ref in single.items():
         got = two_ranks["stats"][key]
-        rel = float((got - ref).norm() / ref.norm().clamp_min(1e-30))
-        assert rel <= 1e-6, f"{key}: relative error {rel:.2e}"
+        err = rel(got, ref, floor=1e-30)
+        assert err <= 1e-6, f"{key}: relative error {err:.2e}"
     assert torch.allclose(two_ranks["stats"]["eval_shard"], single["eval"], rtol=1e-9)
 
 
@@ -54,26 +53,18 @@ def test_a_two_rank_finetune_equals_one_process_on_the_combined_batch(two_ranks)
         assert torch.allclose(two_ranks["weights"][key], ref, atol=1e-5, rtol=0), key
 
 
-def _raw(tmp_path, **over):
-    raw = {"exp_name": "tiny", "dataset": "digits", "model": "resnet8", "methods": ["l1", "magnitude_global"],
-           "ratios": [0.0, 0.5, 0.7], "seeds": [0], "baseline": {"epochs": 1, "batch_size": 64},
-           "finetune": {"epochs": 1, "batch_size": 64, "max_steps_per_epoch": 3}, "bn_recalibration_batches": 2,
-           "output_dir": str(tmp_path / "runs"), "checkpoint_dir": str(tmp_path / "ckpt")}
-    return {**raw, **over}
-
-
-def _rows(df: pd.DataFrame) -> list[dict]:
-    return df.drop(columns=list(TIMING)).to_dict("records")
+# The tiny run of these tests: two methods at three ratios, the default fine-tuning rate, 3 steps an epoch.
+RUN = {"lr": None, "max_steps_per_epoch": 3, "methods": ["l1", "magnitude_global"], "ratios": [0.0, 0.5, 0.7]}
 
 
 def test_two_shards_and_a_merge_give_the_rows_of_one_run(tmp_path):
-    whole = run(validate(_raw(tmp_path / "one")), progress=False)
-    cfg = validate(_raw(tmp_path / "split", seeds=[0, 1], ratios=[0.0, 0.5, 0.7]))
+    whole = run(tiny_config(tmp_path / "one", **RUN), progress=False)
+    cfg = tiny_config(tmp_path / "split", **{**RUN, "seeds": [0, 1]})
     shards = [run(cfg, progress=False, shard=(i, 2)) for i in range(2)]
     assert sorted(len(s) for s in shards) == [6, 6]  # disjoint halves of the 12 rows
     merged = merge_shards(cfg.run_dir)
     assert len(merged) == 12 and not merged.duplicated(["method", "target_ratio", "seed"]).any()
-    assert _rows(merged[merged.seed == 0].reset_index(drop=True)) == _rows(whole)
+    assert result_rows(merged[merged.seed == 0].reset_index(drop=True)) == result_rows(whole)
     assert (cfg.run_dir / "tables.md").is_file()
     assert merge_shards(cfg.run_dir).equals(merged)  # merging again changes nothing
 
@@ -98,8 +89,8 @@ def _children(pid: int) -> dict[int, int]:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
 def test_a_killed_rank_fails_the_run_naming_it_and_a_rerun_resumes(tmp_path):
     config = tmp_path / "tiny.json"
-    config.write_text(json.dumps(_raw(tmp_path, methods=["l1", "taylor", "random", "magnitude_global"],
-                                      ratios=[0.0, 0.5, 0.7, 0.8])))
+    config.write_text(json.dumps(tiny_raw(tmp_path, **{**RUN, "methods": ["l1", "taylor", "random", "magnitude_global"],
+                                                    "ratios": [0.0, 0.5, 0.7, 0.8]})))
     csv = tmp_path / "runs" / "tiny" / "results.csv"
     cmd = [*TORCHRUN, "main_prune.py", "--config_path", str(config)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -141,7 +132,7 @@ def test_sync_batchnorm_conversion_is_undone_sharing_the_tensors():
 def test_a_bad_input_found_by_rank_0_stops_every_rank_with_one_line(tmp_path):
     """Rank 0 alone reads results.csv; its error reaches every rank (no rank is left waiting in a collective)."""
     config = tmp_path / "tiny.json"
-    config.write_text(json.dumps(_raw(tmp_path)))
+    config.write_text(json.dumps(tiny_raw(tmp_path, **RUN)))
     csv = tmp_path / "runs" / "tiny" / "results.csv"
     csv.parent.mkdir(parents=True)
     csv.write_text("method,target_ratio\nl1,0.5\nl1\nl1,0.7\n")

@@ -16,13 +16,9 @@ from pruning_lib.metrics import count_macs, count_params, layer_pixels
 from pruning_lib.models import build_model
 from pruning_lib.pruner import PruneContext
 
+from helpers import random_loader, spd
+
 INPUT = (1, 8, 8)
-
-
-def spd(n: int, gen: torch.Generator) -> torch.Tensor:
-    """A random symmetric positive-definite matrix with spread-out eigenvalues (float64)."""
-    m = torch.randn(n, n, generator=gen, dtype=torch.float64)
-    return m @ m.T / n + 0.05 * torch.eye(n, dtype=torch.float64)
 
 
 def bases_of(A: torch.Tensor, G: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -219,13 +215,6 @@ def test_bad_options_name_the_field(field, kwargs):
 
 # --- with the curvature toolkit's K-FAC -------------------------------------------------------------------
 
-def random_loader(n: int = 64, batch: int = 32, shape=INPUT, classes: int = 10):
-    gen = torch.Generator().manual_seed(0)
-    x, y = torch.randn(n, *shape, generator=gen), torch.randint(0, classes, (n,), generator=gen)
-    data = torch.utils.data.TensorDataset(x, y)
-    return torch.utils.data.DataLoader(data, batch_size=batch)
-
-
 def test_kfac_scores_equal_bruteforce_quadratic_form():
     from pruning_lib.curvature import compute_kfac
 
@@ -233,7 +222,7 @@ def test_kfac_scores_equal_bruteforce_quadratic_form():
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
                           nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(6, 3))
-    loader = random_loader(32, 16, classes=3)
+    loader = random_loader(32, INPUT, 3, batch=16)
     names = basis.prunable_layers(model, include_classifier=True)
     assert names == ["0", "3", "7"]
     torch.manual_seed(1)  # the true Fisher samples labels: the same seed gives the same factors twice
@@ -264,7 +253,7 @@ def test_registry_oneshot_hits_target_and_counts():
 
     model = tiny_resnet()
     base = count_params(model)
-    ctx = PruneContext(random_loader(), INPUT, base, 0)
+    ctx = PruneContext(random_loader(64, batch=32), INPUT, base, 0)
     entry = METHODS["eigendamage"]
     assert entry.family == "eigen"
     result = entry.fn(model, ctx, 0.5, **{**entry.options, "num_batches": 2})
@@ -280,7 +269,7 @@ def test_target_zero_leaves_the_model_as_it_is():
     model = tiny_resnet()
     x = torch.randn(4, *INPUT)
     expected = model(x)
-    ed.eigendamage(model, random_loader(), 0.0, INPUT, EigenOptions(num_batches=1))
+    ed.eigendamage(model, random_loader(64, batch=32), 0.0, INPUT, EigenOptions(num_batches=1))
     assert not any(isinstance(m, rb.EigenBottleneck) for m in model.modules())
     assert torch.equal(model.eval()(x), expected)
 
@@ -289,7 +278,7 @@ def test_iterative_keeps_one_bottleneck_per_layer():
     model = tiny_resnet()
     base = count_params(model)
     convs_before = sum(isinstance(m, nn.Conv2d) for m in model.modules())
-    model, info = ed.eigendamage(model, random_loader(), 0.7, INPUT,
+    model, info = ed.eigendamage(model, random_loader(64, batch=32), 0.7, INPUT,
                                  EigenOptions(num_batches=1, steps=3, freeze_rotations=True))
     assert len(info["rounds"]) == 3 and abs(1 - count_params(model) / base - 0.7) <= 0.01
     bottlenecks = [m for m in model.modules() if isinstance(m, rb.EigenBottleneck)]
@@ -347,7 +336,7 @@ def test_round_to_gives_multiples_and_still_hits_the_target(steps, q, target):
     torch.manual_seed(0)
     model = build_model("resnet8", 4, INPUT[0], 10)
     base = count_params(model)
-    model, info = ed.eigendamage(model, random_loader(32, 16), target, INPUT,
+    model, info = ed.eigendamage(model, random_loader(32, batch=16), target, INPUT,
                                  EigenOptions(num_batches=1, steps=steps, round_to=q))
     assert abs(1 - count_params(model) / base - target) <= 0.01 and info["round_to"] == q
     ranks = bottleneck_ranks(model)
@@ -357,9 +346,10 @@ def test_round_to_gives_multiples_and_still_hits_the_target(steps, q, target):
 def test_round_to_one_is_the_default_to_the_last_digit():
     x = torch.randn(4, *INPUT)
     torch.manual_seed(0)
-    a, info_a = ed.eigendamage(tiny_resnet(), random_loader(), 0.5, INPUT, EigenOptions(num_batches=1))
+    a, info_a = ed.eigendamage(tiny_resnet(), random_loader(64, batch=32), 0.5, INPUT, EigenOptions(num_batches=1))
     torch.manual_seed(0)
-    b, info_b = ed.eigendamage(tiny_resnet(), random_loader(), 0.5, INPUT, EigenOptions(num_batches=1, round_to=1))
+    b, info_b = ed.eigendamage(tiny_resnet(), random_loader(64, batch=32), 0.5, INPUT,
+                               EigenOptions(num_batches=1, round_to=1))
     assert info_a["ranks"] == info_b["ranks"] and torch.equal(a.eval()(x), b.eval()(x))
 
 
@@ -387,7 +377,8 @@ def test_a_layer_over_max_factor_is_skipped_and_listed_with_its_reason():
     model = build_model("resnet8", 1, INPUT[0], 10)
     base = count_params(model)
     wide = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and max(m.in_channels, m.out_channels) > 40]
-    model, info = ed.eigendamage(model, random_loader(32, 16), 0.1, INPUT, EigenOptions(num_batches=1, max_factor=40))
+    model, info = ed.eigendamage(model, random_loader(32, batch=16), 0.1, INPUT,
+                                 EigenOptions(num_batches=1, max_factor=40))
     assert set(info["skipped"]) == set(wide) and wide and abs(1 - count_params(model) / base - 0.1) <= 0.01
     assert all("exceed max_factor=40" in info["skip_reasons"][n] for n in wide)
     assert all(isinstance(model.get_submodule(n), nn.Conv2d) for n in wide)

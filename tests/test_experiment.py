@@ -13,16 +13,9 @@ from pruning_lib.experiment import run
 from pruning_lib.results import COLUMNS
 from pruning_lib.registry import METHODS
 
+from helpers import tiny_config, tiny_raw
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def tiny(tmp_path, **over):
-    raw = {"exp_name": "tiny", "dataset": "digits", "model": "resnet8", "methods": ["magnitude_global"],
-           "ratios": [0.0, 0.5], "seeds": [0], "baseline": {"epochs": 1, "batch_size": 64},
-           "finetune": {"epochs": 1, "lr": 0.01, "batch_size": 64}, "bn_recalibration_batches": 2,
-           "output_dir": str(tmp_path / "runs"), "checkpoint_dir": str(tmp_path / "ckpt")}
-    raw.update(over)
-    return validate(raw)
 
 
 @pytest.mark.parametrize("change,field", [
@@ -71,7 +64,7 @@ def test_cli_bad_config_exits_2_with_one_line(tmp_path):
 
 def test_a_variant_runs_its_own_options(tmp_path):
     """"l1@mean" is l1 with its own method_options, beside plain l1 on the same baseline."""
-    cfg = tiny(tmp_path, methods=["l1", "l1@mean"], ratios=[0.5],
+    cfg = tiny_config(tmp_path, methods=["l1", "l1@mean"], ratios=[0.5],
                method_options={"l1@mean": {"group_reduce": "mean"}}, measure_latency=False)
     df = run(cfg, progress=False).set_index("method")
     assert set(df.index) == {"l1", "l1@mean"}
@@ -89,7 +82,7 @@ def test_shipped_configs_are_valid():
 
 
 def test_sweep_writes_rows_and_resumes_after_interruption(tmp_path, monkeypatch):
-    cfg = tiny(tmp_path)
+    cfg = tiny_config(tmp_path)
     real_evaluate, calls = experiment.evaluate, []
 
     def evaluate_then_crash(model, loader):
@@ -113,10 +106,7 @@ def test_sweep_writes_rows_and_resumes_after_interruption(tmp_path, monkeypatch)
 
 def test_cli_seeds_override_adds_rows_to_the_same_run(tmp_path):
     path = tmp_path / "tiny.json"
-    raw = {"exp_name": "tiny", "dataset": "digits", "model": "resnet8", "methods": ["magnitude_global"],
-           "ratios": [0.5], "seeds": [0], "baseline": {"epochs": 1, "batch_size": 64},
-           "finetune": {"epochs": 1, "batch_size": 64}, "bn_recalibration_batches": 2,
-           "output_dir": str(tmp_path / "runs"), "checkpoint_dir": None}
+    raw = tiny_raw(tmp_path, lr=None, ratios=[0.5], checkpoint_dir=None)
     path.write_text(json.dumps(raw))
     for extra in ([], ["--seeds", "3"]):
         p = subprocess.run([sys.executable, "main_prune.py", "--config_path", str(path), *extra], cwd=ROOT,
@@ -126,20 +116,21 @@ def test_cli_seeds_override_adds_rows_to_the_same_run(tmp_path):
 
 
 def test_resume_refuses_a_different_config(tmp_path):
-    run(tiny(tmp_path, ratios=[0.0]), progress=False)
+    run(tiny_config(tmp_path, ratios=[0.0]), progress=False)
     with pytest.raises(ConfigError, match="different config"):
-        run(tiny(tmp_path, ratios=[0.0], finetune={"epochs": 2}), progress=False)
+        run(tiny_config(tmp_path, ratios=[0.0], finetune={"epochs": 2}), progress=False)
 
 
 def test_a_variant_can_join_a_finished_run_but_finished_options_cannot_change(tmp_path):
-    run(tiny(tmp_path, methods=["l1"], ratios=[0.5]), progress=False)
-    joined = tiny(tmp_path, methods=["l1", "l1@raw"], ratios=[0.5], method_options={"l1@raw": {"normalize": "none"}})
+    run(tiny_config(tmp_path, methods=["l1"], ratios=[0.5]), progress=False)
+    joined = tiny_config(tmp_path, methods=["l1", "l1@raw"], ratios=[0.5],
+                         method_options={"l1@raw": {"normalize": "none"}})
     assert set(run(joined, progress=False)["method"]) == {"l1", "l1@raw"}
     with pytest.raises(ConfigError, match="method_options of l1@raw"):
-        run(tiny(tmp_path, methods=["l1", "l1@raw"], ratios=[0.5],
+        run(tiny_config(tmp_path, methods=["l1", "l1@raw"], ratios=[0.5],
                  method_options={"l1@raw": {"normalize": "sum"}}), progress=False)
     with pytest.raises(ConfigError, match="method_options of l1"):
-        run(tiny(tmp_path, methods=["l1"], ratios=[0.5], method_options={"l1": {"steps": 2}}), progress=False)
+        run(tiny_config(tmp_path, methods=["l1"], ratios=[0.5], method_options={"l1": {"steps": 2}}), progress=False)
 
 
 def test_a_schedule_shares_the_fine_tuning_budget(tmp_path, monkeypatch):
@@ -161,7 +152,7 @@ def test_a_schedule_shares_the_fine_tuning_budget(tmp_path, monkeypatch):
         return real_row(*args, **kwargs)
 
     monkeypatch.setattr(experiment, "_row", counted_row)
-    cfg = tiny(tmp_path, methods=["eigendamage", "improved_eigendamage@it"], ratios=[0.5], measure_latency=False,
+    cfg = tiny_config(tmp_path, methods=["eigendamage", "improved_eigendamage@it"], ratios=[0.5], measure_latency=False,
                method_options={"improved_eigendamage@it": {"steps": 3, "num_examples": 64}})
     df = run(cfg, progress=False)
     assert (df["status"] == "ok").all() and len(steps) == 2
@@ -170,16 +161,16 @@ def test_a_schedule_shares_the_fine_tuning_budget(tmp_path, monkeypatch):
 
 
 def test_same_seed_same_numbers(tmp_path):
-    a = run(tiny(tmp_path / "a", checkpoint_dir=None), progress=False)
-    b = run(tiny(tmp_path / "b", checkpoint_dir=None), progress=False)
+    a = run(tiny_config(tmp_path / "a", checkpoint_dir=None), progress=False)
+    b = run(tiny_config(tmp_path / "b", checkpoint_dir=None), progress=False)
     cols = ["params", "nonzero_params", "macs", "acc_pruned", "acc_finetuned"]
     pd.testing.assert_frame_equal(a[cols], b[cols])
 
 
 def test_a_row_does_not_depend_on_the_rows_before_it(tmp_path):
     # data-dependent scores (Taylor) and BatchNorm re-estimation draw batches: each row must see the same ones
-    a = run(tiny(tmp_path / "a", methods=["taylor"], ratios=[0.0, 0.5]), progress=False)
-    b = run(tiny(tmp_path / "b", methods=["taylor"], ratios=[0.5]), progress=False)
+    a = run(tiny_config(tmp_path / "a", methods=["taylor"], ratios=[0.0, 0.5]), progress=False)
+    b = run(tiny_config(tmp_path / "b", methods=["taylor"], ratios=[0.5]), progress=False)
     cols = ["params", "macs", "acc_pruned", "acc_finetuned"]
     pd.testing.assert_frame_equal(a[a.target_ratio == 0.5][cols].reset_index(drop=True), b[cols])
 

@@ -13,7 +13,7 @@ from pruning_lib.export import export_onnx, export_program, exported_size, load_
 from pruning_lib.metrics import count_params
 from pruning_lib.models import build_model
 from pruning_lib.registry import METHODS
-from test_api import data, short
+from helpers import random_loader, short
 
 SHAPE = (1, 8, 8)
 
@@ -21,7 +21,7 @@ SHAPE = (1, 8, 8)
 def pruned(method: str, target: float = 0.5):
     torch.manual_seed(0)
     model = build_model("resnet8", 1, 1, 10)
-    loader = data(SHAPE, 10)
+    loader = random_loader(32, SHAPE, 10)
     return pruning_lib.prune(model, method, target, loader=loader, **short(method)).model.eval()
 
 
@@ -67,7 +67,7 @@ def test_an_exported_program_runs_without_the_kit(tmp_path):
 def test_torchvision_resnet18_pruned_exports(method, tmp_path):
     pytest.importorskip("onnxruntime")
     model = torchvision.models.resnet18(num_classes=2)
-    result = pruning_lib.prune(model, method, 0.5, loader=data((3, 32, 32), 2, n=16, batch=8), **short(method))
+    result = pruning_lib.prune(model, method, 0.5, loader=random_loader(16, (3, 32, 32), 2, batch=8), **short(method))
     x = torch.randn(1, 3, 32, 32)
     path = export_onnx(result.model.eval(), (x,), tmp_path / "r18.onnx")
     assert onnx_max_error(path, result.model, (x,)) <= 1e-4

@@ -4,18 +4,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, hessian
-from torch.utils.data import DataLoader, TensorDataset
 
 from pruning_lib.curvature.hessian import (HessianOperator, hutchinson_trace, lanczos, layer_operator,
                                            spectral_density, top_eigenpairs)
+
+from helpers import random_loader
 
 
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 4 * 4, 5)).double()
-    x, y = torch.randn(64, 1, 6, 6, dtype=torch.float64), torch.randint(0, 5, (64,))
-    loader = DataLoader(TensorDataset(x, y), batch_size=32)
+    loader = random_loader(64, (1, 6, 6), 5, batch=32, seed=None, dtype=torch.float64)
+    x, y = loader.dataset.tensors
     names = [n for n, _ in model.named_parameters()]
     shapes = [p.shape for p in model.parameters()]
     flat0 = torch.cat([p.detach().flatten() for p in model.parameters()])

@@ -9,6 +9,8 @@ from pruning_lib.curvature import compute_kfac, diagonal_fisher, ekfac_correctio
 from pruning_lib.curvature.dense import dense_fisher
 from pruning_lib.curvature.kfac import input_rows
 
+from helpers import random_loader, rel
+
 
 def tiny_net(bias=False):
     torch.manual_seed(0)
@@ -17,9 +19,8 @@ def tiny_net(bias=False):
 
 
 def loader(n=8, shape=(2, 6, 6), classes=5, batch=None):
-    g = torch.Generator().manual_seed(1)
-    ds = TensorDataset(torch.randn(n, *shape, generator=g), torch.randint(0, classes, (n,), generator=g))
-    return DataLoader(ds, batch_size=batch or n)
+    """This file's data: `random_loader` drawn from seed 1, by default one batch of 8 inputs for `tiny_net`."""
+    return random_loader(n, shape, classes, batch, seed=1)
 
 
 def per_example_grads(model, x, y):
@@ -31,10 +32,6 @@ def per_example_grads(model, x, y):
         out.append({k: p.grad.clone() for k, p in model.named_parameters()})
     model.zero_grad()
     return out
-
-
-def rel(a, b):
-    return ((a - b).norm() / b.norm()).item()
 
 
 @pytest.mark.parametrize("k", [1, 3])
@@ -191,9 +188,7 @@ def _relu_net(inplace: bool) -> nn.Module:
 def test_in_place_activations_after_a_layer_give_the_same_curvature():
     """torchvision's ResNet / MobileNet put nn.ReLU(inplace=True) right after a layer: K-FAC, EKFAC and the
     diagonal Fisher must equal those of the same net with out-of-place ReLUs (oracle-tested above)."""
-    g = torch.Generator().manual_seed(1)
-    loader = DataLoader(TensorDataset(torch.randn(16, 2, 6, 6, generator=g), torch.randint(0, 4, (16,), generator=g)),
-                        batch_size=8)
+    loader = random_loader(16, (2, 6, 6), 4, batch=8, seed=1)
     results = []
     for inplace in (False, True):
         net = _relu_net(inplace)
@@ -210,7 +205,7 @@ def test_grouped_convolutions_are_skipped_and_refused_by_name():
     """A depthwise conv's Fisher block is one Kronecker product per group: K-FAC lists it as skipped, and
     naming it raises, instead of returning factors whose size does not match the weight."""
     model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.Conv2d(4, 6, 1), nn.Flatten(), nn.Linear(96, 2))
-    loader = DataLoader(TensorDataset(torch.randn(8, 4, 6, 6), torch.randint(0, 2, (8,))), batch_size=8)
+    loader = random_loader(8, (4, 6, 6), 2, batch=8, seed=None)
     kfac = compute_kfac(model, loader, num_batches=1)
     assert set(kfac) == {"1", "3"} and "0" in kfac.skipped
     for name, lf in kfac.items():

@@ -14,9 +14,7 @@ from pruning_lib.pruner import PruneContext
 from pruning_lib.registry import METHODS
 from pruning_lib.methods.vbmf import evbmf_rank
 
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).detach().norm() / b.detach().norm())
+from helpers import rel
 
 
 def one_layer_info(layer: nn.Module, form: str, shape=(4, 9, 11)) -> lr.LayerInfo:

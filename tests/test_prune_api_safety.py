@@ -18,7 +18,6 @@ import pytest
 import torch
 import torch.nn.utils.prune as torch_prune
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 import pruning_lib
 from pruning_lib.checks import OptionError
@@ -27,22 +26,13 @@ from pruning_lib.models import build_model
 from pruning_lib.pruner import RENAMED_OPTIONS, Method, TargetUnreachable
 from pruning_lib.registry import METHODS
 
-SHORT = {"num_batches": 1, "num_examples": 16, "cp_iters": 3, "hooi_iters": 1}
+from helpers import random_loader, short
+
 INPUT = (1, 8, 8)
 
 
 class Injected(RuntimeError):
     """The failure a stage patch raises."""
-
-
-def loader() -> DataLoader:
-    g = torch.Generator().manual_seed(0)
-    return DataLoader(TensorDataset(torch.randn(32, *INPUT, generator=g), torch.randint(0, 10, (32,), generator=g)),
-                      batch_size=16)
-
-
-def short(method: str) -> dict:
-    return {k: v for k, v in SHORT.items() if k in METHODS[method].options}
 
 
 def multi_step(method: str) -> dict | None:
@@ -211,7 +201,7 @@ CASES = [(m, s) for m in METHODS for s in stages(m)]
 
 @pytest.mark.parametrize("method,stage", CASES, ids=[f"{m}-{s}" for m, s in CASES])
 def test_a_failure_at_any_stage_leaves_the_model_as_it_was(monkeypatch, method, stage):
-    model, data = user_model(), loader()
+    model, data = user_model(), random_loader(32, INPUT, 10)
     before = snapshot(model)
     options, target, expected = inject(monkeypatch, method, stage)
     with pytest.raises(expected):
@@ -221,7 +211,7 @@ def test_a_failure_at_any_stage_leaves_the_model_as_it_was(monkeypatch, method, 
 
 def test_the_checks_see_the_damage_they_guard_against(monkeypatch):
     """Without prune's copy the same failure does damage the model, and the comparison sees it."""
-    model, data = user_model(), loader()
+    model, data = user_model(), random_loader(32, INPUT, 10)
     before = snapshot(model)
     monkeypatch.setattr(pruning_lib.api, "_working_copy", lambda m: m)
     inject(monkeypatch, "l1", "batchnorm")
@@ -234,7 +224,7 @@ def test_the_checks_see_the_damage_they_guard_against(monkeypatch):
 @pytest.mark.parametrize("method", ["magnitude_global", "l1", "svd", "eigendamage"])
 def test_success_prunes_the_users_object_in_place(method):
     """result.model is the object passed in; it holds the pruned net, its hooks and its training flags."""
-    model, data = user_model(), loader()
+    model, data = user_model(), random_loader(32, INPUT, 10)
     hook_ids = [id(h) for h in model._forward_hooks.values()]
     result = pruning_lib.prune(model, method, 0.5, loader=data, **short(method))
     assert result.model is model and abs(result.achieved_param_ratio - 0.5) <= 0.01

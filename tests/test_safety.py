@@ -25,13 +25,13 @@ import torch
 
 import main_prune
 from datafiles import write_fashion_mnist, write_idx
+from helpers import result_rows, tiny_config, tiny_raw
 from pruning_lib.methods.channel import load_pruned, save_pruned
-from pruning_lib.config import validate
 from pruning_lib.data import DatasetError, DatasetMissingError, load_dataset
 from pruning_lib.experiment import run
 from pruning_lib.files import DamagedFileError
 from pruning_lib.models import build_model
-from pruning_lib.results import TIMING, ResultsFileError, read_rows
+from pruning_lib.results import ResultsFileError, read_rows
 from pruning_lib.train import TrainRecipe, train_baseline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,25 +81,12 @@ def test_a_model_file_with_code_is_refused(tmp_path):
 
 
 # ---------------------------------------------------------------- 2. damaged results.csv
-def _tiny(tmp_path, **over):
-    raw = {"exp_name": "tiny", "dataset": "digits", "model": "resnet8", "methods": ["magnitude_global"],
-           "ratios": [0.0, 0.5], "seeds": [0], "baseline": {"epochs": 1, "batch_size": 64},
-           "finetune": {"epochs": 1, "lr": 0.01, "batch_size": 64, "max_steps_per_epoch": 3},
-           "bn_recalibration_batches": 2, "output_dir": str(tmp_path / "runs"),
-           "checkpoint_dir": str(tmp_path / "ckpt")}
-    raw.update(over)
-    return validate(raw)
-
-
-def _rows(df: pd.DataFrame) -> list[dict]:
-    return df.drop(columns=list(TIMING)).sort_values(["method", "target_ratio", "seed"]).to_dict("records")
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """An uninterrupted run at 0 / 50 / 70 % (the rows every damaged run must end with)."""
     base = tmp_path_factory.mktemp("ref")
-    return base, _rows(run(_tiny(base, ratios=[0.0, 0.5, 0.7]), progress=False))
+    df = run(tiny_config(base, max_steps_per_epoch=3, ratios=[0.0, 0.5, 0.7]), progress=False)
+    return base, result_rows(df, sort=True)
 
 
 def _cut(csv: Path, keep_of_last_line, newline: bool) -> None:
@@ -116,13 +103,14 @@ def _cut(csv: Path, keep_of_last_line, newline: bool) -> None:
 ], ids=["after-seed", "after-seed-newline", "inside-field", "unparsable", "near-end"])
 def test_a_cut_last_line_is_recomputed_and_nothing_is_glued(reference, tmp_path, cut, newline):
     ref_dir, expected = reference
-    cfg = _tiny(tmp_path, ratios=[0.0, 0.5], checkpoint_dir=str(ref_dir / "ckpt"))
+    cfg = tiny_config(tmp_path, max_steps_per_epoch=3, ratios=[0.0, 0.5], checkpoint_dir=str(ref_dir / "ckpt"))
     run(cfg, progress=False)
     _cut(cfg.run_dir / "results.csv", cut, newline)
     with pytest.warns(UserWarning, match="line 3 is damaged"):
         # a new ratio added at the same time (the rerun must not glue its row onto the cut line)
-        df = run(_tiny(tmp_path, ratios=[0.0, 0.5, 0.7], checkpoint_dir=str(ref_dir / "ckpt")), progress=False)
-    assert _rows(df) == expected
+        df = run(tiny_config(tmp_path, max_steps_per_epoch=3, ratios=[0.0, 0.5, 0.7],
+                             checkpoint_dir=str(ref_dir / "ckpt")), progress=False)
+    assert result_rows(df, sort=True) == expected
     text = (cfg.run_dir / "results.csv").read_text()
     assert text.endswith("\n") and len(text.splitlines()) == 4
     assert set(pd.read_csv(cfg.run_dir / "results.csv")["method"]) == {"magnitude_global"}
@@ -171,11 +159,7 @@ def test_the_baseline_cache_is_keyed_by_the_split(tmp_path):
 
 # ---------------------------------------------------------------- 5. bad configs, refused up front
 def _write_config(tmp_path, raw_text: str | None = None, **over) -> Path:
-    raw = {"exp_name": "tiny", "dataset": "digits", "model": "resnet8", "methods": ["magnitude_global"],
-           "ratios": [0.5], "seeds": [0], "baseline": {"epochs": 1, "batch_size": 64},
-           "finetune": {"epochs": 1, "batch_size": 64, "max_steps_per_epoch": 2}, "bn_recalibration_batches": 2,
-           "output_dir": str(tmp_path / "runs"), "checkpoint_dir": None}
-    raw.update(over)
+    raw = {**tiny_raw(tmp_path, lr=None, max_steps_per_epoch=2, ratios=[0.5], checkpoint_dir=None), **over}
     path = tmp_path / "config.json"
     path.write_bytes(raw_text if isinstance(raw_text, bytes) else (raw_text or json.dumps(raw)).encode())
     return path
