@@ -57,6 +57,20 @@ def _adopt(model: nn.Module, pruned: nn.Module, training: dict[str, bool]) -> No
         m.training = training.get(parent, training[""])
 
 
+def input_shape_of(batch: Any, what: str = "example_inputs") -> tuple[int, ...]:
+    """The shape of one example of `batch`, a tensor whose FIRST dimension is the batch: batch.shape[1:] for
+    any rank (2-D tabular (N, D), 3-D sequences / signals (N, C, L) or (N, T, D), 4-D images (N, C, H, W) in
+    either memory format, ...). An unbatched single example is not guessed: add its batch dimension
+    (x.unsqueeze(0)). A ValueError naming `what` for anything else."""
+    if not isinstance(batch, torch.Tensor):
+        raise ValueError(f"{what}: expected a tensor batch of inputs, got {type(batch).__name__}; models with "
+                         "several inputs or non-tensor inputs are not supported")
+    if batch.dim() < 2 or batch.shape[0] < 1:
+        raise ValueError(f"{what}: expected a batch with the first dimension = batch (N, ...) and N >= 1, got shape "
+                         f"{tuple(batch.shape)}; add the batch dimension of a single example with x.unsqueeze(0)")
+    return tuple(int(d) for d in batch.shape[1:])
+
+
 def prune(model: nn.Module, method: str, target: float, loader: DataLoader | None = None,
           example_inputs: torch.Tensor | None = None, seed: int = 0, **options: Any) -> PruneResult:
     """Prune `model` in place with a registered method so that a fraction `target` of its parameters is
@@ -68,8 +82,11 @@ def prune(model: nn.Module, method: str, target: float, loader: DataLoader | Non
     refuses an unknown or renamed name and a wrong value); `target` in [0, 1); `loader` when the method reads
     training batches with these options (`METHODS[method].needs_data(options)`: taylor, obd, obs, eigendamage
     and improved_eigendamage always; l1 and random with steps > 1, which re-estimate BatchNorm statistics
-    between steps; magnitude and svd / tucker / cp never); an input shape, from `example_inputs` (one batch or
-    one example) or from the loader's first batch.
+    between steps; magnitude and svd / tucker / cp never); an input shape, from `example_inputs` (one batch)
+    or from the loader's first batch. The FIRST dimension is always the batch, whatever the rank: the input
+    shape is example_inputs.shape[1:] (tabular (N, D), sequences / signals (N, C, L) or (N, T, D), images
+    (N, C, H, W), channels-last or not); an unbatched single example is not guessed (a 3-D image (C, H, W)
+    would be read as C examples): pass x.unsqueeze(0). FLOPs are counted on one example of that shape.
 
     In place, all or nothing: the method prunes a deep copy of `model`; on success the object you passed takes
     the pruned state (its submodules and parameters are new objects: hold on to `model` or `result.model`, not
@@ -85,11 +102,12 @@ def prune(model: nn.Module, method: str, target: float, loader: DataLoader | Non
     why = entry.data_reason(options)
     if loader is None and why:
         raise ValueError(f"loader: {method} {why}; pass a DataLoader of (inputs, labels)")
-    if example_inputs is None:
+    given = example_inputs is not None
+    if not given:
         if loader is None:
             raise ValueError("example_inputs: pass one input batch (or a loader) so that FLOPs can be counted")
         example_inputs = next(iter(loader))[0]
-    shape = tuple(example_inputs.shape[1:] if example_inputs.dim() == 4 else example_inputs.shape)
+    shape = input_shape_of(example_inputs, "example_inputs" if given else "loader's first batch")
     training = {name: m.training for name, m in model.named_modules()}
     work = _working_copy(model)
     ctx = PruneContext(loader, shape, count_params(work), seed)

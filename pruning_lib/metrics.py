@@ -49,7 +49,8 @@ def effective_parameters(model: nn.Module) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass on one image of shape (C, H, W)."""
+    """Multiply-accumulates of one forward pass on one example of shape `input_shape` (without the batch
+    dimension, any rank: (D,), (C, L), (T, D), (C, H, W), ...); the model sees a batch of one."""
     device = next(model.parameters()).device
     with eval_mode(model), FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, *input_shape, device=device))
@@ -101,14 +102,30 @@ def compression_summary(model: nn.Module, input_shape: tuple[int, ...], base_par
     }
 
 
+def _positions(module: nn.Module, t: torch.Tensor) -> int:
+    """Positions a layer's weight is applied at, per example: the spatial size of a conv's input / output
+    (Conv1d: L, Conv2d: H·W, Conv3d: D·H·W), the leading dimensions of a Linear's (N, *, features) tensor
+    other than the batch (1 for (N, features), T for a sequence (N, T, features)), 1 otherwise."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        spatial = t.shape[2:]
+    elif isinstance(module, nn.Linear):
+        spatial = t.shape[1:-1]
+    else:
+        return 1
+    n = 1
+    for d in spatial:
+        n *= int(d)
+    return n
+
+
 def layer_pixels(model: nn.Module, names: list[str], input_shape: tuple[int, ...]) -> dict[str, tuple[int, int]]:
-    """{name: (input pixels, output pixels)} of the named modules on one input of `input_shape`."""
+    """{name: (input positions, output positions)} of the named modules on one example of `input_shape` (any
+    rank): a Conv2d's pixels H·W, a Conv1d's length L, a Linear's leading positions (1, or T on (N, T, D))."""
     modules, out, hooks = dict(model.named_modules()), {}, []
     for name in names:
         def hook(m, inputs, output, name=name):
             x = inputs[0]
-            out[name] = (x.shape[-2] * x.shape[-1] if x.dim() == 4 else 1,
-                         output.shape[-2] * output.shape[-1] if output.dim() == 4 else 1)
+            out[name] = (_positions(m, x), _positions(m, output))
         hooks.append(modules[name].register_forward_hook(hook))
     device = next(model.parameters()).device
     try:

@@ -17,14 +17,15 @@ from .train import recalibrate_bn
 
 @dataclass
 class PruneContext:
-    """What a method may use besides the model: training batches for scores, the input shape, the
+    """What a method may use besides the model: training batches for scores, the input shape (of ONE example,
+    without the batch dimension, any rank: (D,), (C, L), (T, D), (C, H, W), ...), the
     parameter count of the unpruned model (the reference for `target`), a seed, and, from the runner, its
     fine-tuning: `finetune(model, steps)` trains with the runner's recipe for that many optimizer steps, out of
     a budget of `finetune_steps` (a method that uses some reports info["finetune_steps_used"] and the runner
     fine-tunes for the rest, so every method gets the same total)."""
 
     loader: DataLoader
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     base_params: int
     seed: int = 0
     finetune: Callable[[nn.Module, int], None] | None = None

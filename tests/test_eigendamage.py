@@ -100,7 +100,7 @@ def test_nothing_pruned_reproduces_outputs():
     assert "fc" in names and "layer2.0.shortcut.0" in names
     layers = random_layers(model, names)
     rb.rebuild_layers(model, layers, {ls.name: ls.ranks for ls in layers})  # every direction kept, growth allowed
-    assert all(isinstance(model.get_submodule(n), rb.EigenBottleneck) for n in names)
+    assert all(isinstance(model.get_submodule(n), rb.EigenPair if n == "fc" else rb.EigenBottleneck) for n in names)
     assert torch.allclose(model.eval()(x), expected, atol=1e-5)
 
 
@@ -307,7 +307,8 @@ def test_frobenius_baseline_is_truncated_svd():
     assert torch.allclose(torch.sort(ls.score_out, descending=True).values, sigma.pow(2))
     assert torch.allclose(torch.sort(ls.score_in, descending=True).values[:5], sigma.pow(2))
     new = rb.rebuild_layer(lin, ls, rb.top_directions(ls.score_in, 2), rb.top_directions(ls.score_out, 2))
-    w_hat = new.rot_out.weight @ new.core.weight @ new.rot_in.weight  # Eckart-Young: best rank-2 approximation
+    assert isinstance(new, rb.EigenPair) and new.rank == 2  # a Linear layer becomes a rank-r pair
+    w_hat = rb.pair_weight(new)  # Eckart-Young: best rank-2 approximation
     err = (w_hat.double() - lin.weight.detach().double()).pow(2).sum()
     assert torch.allclose(err, sigma[2:].pow(2).sum(), rtol=1e-5)
     conv = nn.Conv2d(4, 6, 3)

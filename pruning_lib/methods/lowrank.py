@@ -10,7 +10,13 @@ Factorised forms, each an nn.Sequential of plain nn.Conv2d / nn.Linear (BatchNor
           k_h x 1 (V; stride / padding / dilation of the height axis) -> depthwise 1 x k_w (H; those of the
           width axis) -> 1x1 (R -> C_out, A, bias). Each rank-one term's norm is split evenly over its factors.
 Linear layers and 1x1 convs always get the svd form (Tucker-2 / CP of a 1x1 kernel are the matrix SVD plus
-redundant layers). Grouped convs are left as they are; the classifier is factorised only with include_classifier.
+redundant layers). Conv1d and Conv3d layers get the svd form under every decomposition, tucker and cp included
+(svd of the C_out x C_in·prod(kernel) unfolding: a conv of the same class C_in -> r with the original kernel /
+stride / padding / dilation, then a pointwise conv r -> C_out with the bias; Tucker-2 and CP here are written
+for 2-D kernels only). A Linear applied to a sequence (N, T, D) is factorised as any Linear. Grouped convs and
+layers of other types (LSTM / GRU, Embedding, transposed convs, ...) are left as they are, their parameters
+fixed; when that makes the target unreachable, TargetUnreachable names them. The classifier is factorised only
+with include_classifier.
 
 Rank selection works on "directions": the singular vectors of each unfolding of a weight (svd: C_out x C_in k_h k_w;
 tucker / cp: mode 0, C_out x C_in k_h k_w, and mode 1, C_in x C_out k_h k_w), with squared singular values σ²:
@@ -31,6 +37,7 @@ the same sweep runs on the rounded ranks, so a step adds q directions; a miss by
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -53,7 +60,8 @@ RULES = ("budget", "energy", "vbmf")
 
 @dataclass
 class LayerInfo:
-    """One factorisable layer: its form, input / output spatial size, and the squared singular values
+    """One factorisable layer: its form, input / output spatial size (Conv2d: (H, W); Conv1d: (1, L); Conv3d:
+    (D·H, W); Linear: (1, positions), positions = 1, or T on a sequence (N, T, D)), and the squared singular values
     (descending, float64 on CPU) and EVBMF rank of each unfolding (svd: one; tucker / cp: mode 0 then mode 1)."""
 
     name: str
@@ -83,14 +91,15 @@ def factorised_cost(info: LayerInfo, ranks: list[int], round_to: int = 1) -> tup
     The bias adds C_out params, no MACs."""
     m = info.module
     bias = 0 if m.bias is None else m.bias.numel()
+    p_in, p_out = info.in_hw[0] * info.in_hw[1], info.out_hw[0] * info.out_hw[1]
     if isinstance(m, nn.Linear):
         per = m.in_features + m.out_features
-        return ranks[0] * per + bias, ranks[0] * per
-    c_in, c_out, (kh, kw) = m.in_channels, m.out_channels, m.kernel_size
-    p_in, p_out = info.in_hw[0] * info.in_hw[1], info.out_hw[0] * info.out_hw[1]
-    if info.form == "svd":
-        per = c_in * kh * kw + c_out
         return ranks[0] * per + bias, p_out * ranks[0] * per
+    c_in, c_out = m.in_channels, m.out_channels
+    if info.form == "svd":
+        per = c_in * m.weight[0, 0].numel() + c_out
+        return ranks[0] * per + bias, p_out * ranks[0] * per
+    kh, kw = m.kernel_size
     if info.form == "tucker":
         r_out, r_in = tucker_ranks(m, ranks)
         return (c_in * r_in + r_in * r_out * kh * kw + r_out * c_out + bias,
@@ -137,15 +146,49 @@ def _check(form: str, rule: str | None = None) -> None:
         check_choice(rule, RULES, "rank_rule")
 
 
+FACTORISABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _factorisable(m: nn.Module) -> bool:
+    """A Linear, or a Conv1d / Conv2d / Conv3d with groups = 1."""
+    return isinstance(m, nn.Linear) or (isinstance(m, FACTORISABLE) and m.groups == 1)
+
+
+def _positions(shape: torch.Size, conv: bool) -> tuple[int, int]:
+    """(rows, columns) of the positions a layer's weight is applied at, per example: a Conv2d's (H, W), a
+    Conv1d's (1, L), a Conv3d's (D·H, W); a Linear's (1, prod of the dimensions between batch and features)."""
+    if conv:
+        dims = [int(d) for d in shape[2:]]
+        return (1, dims[0]) if len(dims) == 1 else (math.prod(dims[:-1]), dims[-1])
+    return 1, math.prod(int(d) for d in shape[1:-1])
+
+
+def unfactorised_layers(model: nn.Module, infos: list[LayerInfo]) -> list[str]:
+    """"name (Type)" of every module with a weight matrix or kernel (a parameter of 2 or more dimensions) that
+    is not among `infos`: what a low-rank method leaves as it is (the classifier, grouped convs, LSTM, ...)."""
+    done = {id(i.module) for i in infos}
+    return [f"{n} ({type(m).__name__}{', classifier' if _is_head(model, m) else ''})"
+            for n, m in model.named_modules()
+            if id(m) not in done and any(p.dim() > 1 for p in m.parameters(recurse=False))]
+
+
+def _is_head(model: nn.Module, m: nn.Module) -> bool:
+    try:
+        return m is classifier_of(model)
+    except ValueError:
+        return False
+
+
 @torch.no_grad()
 def analyse(model: nn.Module, input_shape: tuple[int, ...], form: str,
             include_classifier: bool = False) -> list[LayerInfo]:
-    """Every factorisable layer of `model` (Conv2d with groups = 1 and Linear, the classifier only if asked),
-    in module order, with its spatial sizes (one forward pass of a zero image of `input_shape`) and spectra."""
+    """Every factorisable layer of `model` (Conv1d / Conv2d / Conv3d with groups = 1 and Linear, the classifier
+    only if asked), in module order, with its spatial sizes (one forward pass of a zero batch of one example of
+    `input_shape`, any rank) and spectra. Conv1d / Conv3d layers get the svd form whatever `form` is."""
     _check(form)
     head = None if include_classifier else classifier_of(model)
     layers = [(n, m) for n, m in model.named_modules()
-              if (isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1)) and m is not head]
+              if _factorisable(m) and m is not head]
     sizes: dict[str, tuple] = {}
     hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: sizes.__setitem__(n, (inp[0].shape, out.shape)))
              for n, m in layers]
@@ -159,14 +202,14 @@ def analyse(model: nn.Module, input_shape: tuple[int, ...], form: str,
     infos = []
     for name, m in layers:
         w = m.weight.detach()
-        one_by_one = isinstance(m, nn.Linear) or tuple(m.kernel_size) == (1, 1)
+        one_by_one = (isinstance(m, nn.Linear) or not isinstance(m, nn.Conv2d)  # Conv1d / Conv3d: svd form
+                      or tuple(m.kernel_size) == (1, 1))
         unfoldings = [w.reshape(w.shape[0], -1)]
         if not one_by_one and form != "svd":
             unfoldings.append(w.transpose(0, 1).reshape(w.shape[1], -1))
         sv = [torch.linalg.svdvals(u).double().cpu() for u in unfoldings]
-        (inp, out), conv = sizes[name], isinstance(m, nn.Conv2d)
-        infos.append(LayerInfo(name, m, "svd" if one_by_one else form,
-                               tuple(inp[-2:]) if conv else (1, 1), tuple(out[-2:]) if conv else (1, 1),
+        (inp, out), conv = sizes[name], not isinstance(m, nn.Linear)
+        infos.append(LayerInfo(name, m, "svd" if one_by_one else form, _positions(inp, conv), _positions(out, conv),
                                [s ** 2 for s in sv],
                                [max(1, evbmf_rank(s, tuple(u.shape))[0]) for s, u in zip(sv, unfoldings)]))
     return infos
@@ -273,12 +316,19 @@ def lowrank_prune(model: nn.Module, ctx: PruneContext, target: float, form: str,
     t0 = time.perf_counter()
     infos = analyse(model, ctx.input_shape, form, include_classifier)
     fixed = count_params(model) - sum(i.params for i in infos)
-    ranks = fit_ranks(infos, rank_rule, (1.0 - target) * ctx.base_params, fixed, ctx.base_params, round_to)
+    others = unfactorised_layers(model, infos)
+    kept = (f" (left as they are: {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}; {form} factorises "
+            "Linear and ungrouped Conv1d / Conv2d / Conv3d layers)") if others else ""
+    try:
+        ranks = fit_ranks(infos, rank_rule, (1.0 - target) * ctx.base_params, fixed, ctx.base_params, round_to)
+    except TargetUnreachable as e:
+        raise TargetUnreachable(f"{e}{kept}", closest=e.closest) from None
     planned = 1.0 - (fixed + sum(min(factorised_cost(i, ranks[i.name], round_to)[0], i.params)
                                  for i in infos)) / ctx.base_params
     if abs(planned - target) > TOLERANCE:
         raise TargetUnreachable(f"target: {target} cannot be reached within 1 point by {form} (rank_rule="
-                                f"{rank_rule}, round_to={round_to}): the nearest is {planned:.4f}", closest=planned)
+                                f"{rank_rule}, round_to={round_to}): the nearest is {planned:.4f}{kept}",
+                                closest=planned)
     t1 = time.perf_counter()
     plan = factorise(model, infos, ranks, hooi_iters, cp_iters, ctx.seed, round_to)
     return finish(model, ctx, {"form": form, "rank_rule": rank_rule, "round_to": round_to, "ranks": plan,

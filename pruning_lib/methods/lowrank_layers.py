@@ -46,12 +46,16 @@ def cp4(weight: torch.Tensor, rank: int, n_iter: int = 50, seed: int = 0) -> lis
 
 # ----------------------------------------------------------------------------------------- layers from factors
 
-def _conv(c_in: int, c_out: int, like: nn.Conv2d, kernel=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1),
-          groups: int = 1, bias: bool = False) -> nn.Conv2d:
-    w = like.weight
-    padding_mode = like.padding_mode if kernel != (1, 1) else "zeros"
-    return nn.Conv2d(c_in, c_out, kernel, stride, padding, dilation, groups, bias, padding_mode,
-                     device=w.device, dtype=w.dtype)
+def _conv(c_in: int, c_out: int, like: nn.modules.conv._ConvNd, kernel=None, stride=None, padding=None,
+          dilation=None, groups: int = 1, bias: bool = False) -> nn.modules.conv._ConvNd:
+    """A conv of the same class (Conv1d / Conv2d / Conv3d), device and dtype as `like`; kernel, stride,
+    padding and dilation default to a pointwise conv (1, 1, 0, 1 on every axis)."""
+    w, d = like.weight, len(like.kernel_size)
+    kernel, stride = kernel or (1,) * d, stride or (1,) * d
+    padding, dilation = (0,) * d if padding is None else padding, dilation or (1,) * d
+    padding_mode = like.padding_mode if tuple(kernel) != (1,) * d else "zeros"
+    return type(like)(c_in, c_out, kernel, stride, padding, dilation, groups, bias, padding_mode,
+                      device=w.device, dtype=w.dtype)
 
 
 def _set(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None = None) -> nn.Module:
@@ -63,8 +67,10 @@ def _set(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None = Non
 
 
 def svd_layers(layer: nn.Module, rank: int) -> nn.Sequential:
-    """Truncated SVD of a Linear or Conv2d (weight as C_out x C_in k_h k_w) at `rank`: `project` (C_in -> r,
-    S½V_rᵀ; for a conv the original kernel / stride / padding / dilation) then `expand` (r -> C_out, U_r S½, bias)."""
+    """Truncated SVD of a Linear or Conv1d / Conv2d / Conv3d (weight as C_out x C_in·prod(kernel), e.g. C_out x
+    C_in k for a Conv1d) at `rank`: `project` (C_in -> r, S½V_rᵀ; for a conv a conv of the same class with the
+    original kernel / stride / padding / dilation / padding_mode) then `expand` (r -> C_out, U_r S½, bias; for a
+    conv a pointwise conv of the same class). At full rank it reproduces the layer (up to rounding)."""
     w = layer.weight.detach()
     u, s, vh = torch.linalg.svd(w.reshape(w.shape[0], -1), full_matrices=False)
     root = s[:rank].sqrt()

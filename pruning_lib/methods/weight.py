@@ -1,8 +1,10 @@
 """Unstructured magnitude pruning with masks (torch.nn.utils.prune), global or layer-wise.
 
-Prunable: the weights of every Conv2d and Linear layer except the classifier (unless
+Prunable: the weights of every Conv1d / Conv2d / Conv3d and Linear layer (PRUNABLE) except the classifier (unless
 `include_classifier`); BatchNorm parameters and biases are never pruned. `target` is the fraction
-of *all* parameters removed, so the prunable weights lose target * total / prunable of theirs.
+of *all* parameters removed, so the prunable weights lose target * total / prunable of theirs. Other
+layers with weights (LSTM / GRU / RNN, Embedding, ...) are kept: a target they make unreachable raises
+TargetUnreachable naming them.
 Masks stay during fine-tuning (the forward pass multiplies by them). Dense FLOPs do not shrink:
 a sparse weight still costs a dense convolution unless a sparse kernel runs it.
 """
@@ -20,11 +22,14 @@ from ..models import classifier_of
 from ..pruner import PruneContext, PruneResult, TargetUnreachable, finish
 
 
+PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
 def prunable_weights(model: nn.Module, include_classifier: bool = False) -> list[tuple[nn.Module, str]]:
-    """(module, "weight") of every Conv2d / Linear, the classifier only if asked."""
+    """(module, "weight") of every Conv1d / Conv2d / Conv3d / Linear, the classifier only if asked."""
     head = None if include_classifier else classifier_of(model)
     return [(m, "weight") for m in model.modules()
-            if isinstance(m, (nn.Conv2d, nn.Linear)) and m is not head]
+            if isinstance(m, PRUNABLE) and m is not head]
 
 
 def _amount(model: nn.Module, params: list[tuple[nn.Module, str]], target: float, base_params: int) -> int:
@@ -32,8 +37,13 @@ def _amount(model: nn.Module, params: list[tuple[nn.Module, str]], target: float
     to_remove = count_nonzero_params(model) - int(round((1.0 - target) * base_params))
     prunable = sum(int(torch.count_nonzero(getattr(m, n))) for m, n in params)
     if to_remove > prunable:
+        ids = {id(m) for m, _ in params}
+        others = sorted({f"{n} ({type(m).__name__})" for n, m in model.named_modules() if id(m) not in ids
+                         and any(p.dim() > 1 for p in m.parameters(recurse=False))})
+        kept = f"; weights of {', '.join(others[:5])}{' ...' if len(others) > 5 else ''} are kept" if others else ""
         raise TargetUnreachable(f"target: {target} removes {to_remove} parameters but only {prunable} are prunable "
-                                "(classifier, BatchNorm and biases are kept); lower the target or set include_classifier",
+                                "(Conv1d / Conv2d / Conv3d / Linear weights; classifier, BatchNorm and biases are kept"
+                                f"{kept}); lower the target or set include_classifier",
                                 closest=target - (to_remove - prunable) / base_params)
     return max(to_remove, 0)
 
@@ -79,9 +89,9 @@ def prune_layerwise(model: nn.Module, ctx: PruneContext, target: float,
 
 
 def layer_sparsity(model: nn.Module) -> dict[str, float]:
-    """Fraction of zero weights of every Conv2d / Linear layer, by module name."""
+    """Fraction of zero weights of every Conv1d / Conv2d / Conv3d / Linear layer, by module name."""
     return {name: 1.0 - float(torch.count_nonzero(m.weight)) / m.weight.numel()
-            for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+            for name, m in model.named_modules() if isinstance(m, PRUNABLE)}
 
 
 def layer_sensitivity(model: nn.Module, evaluate_fn, fractions: list[float]) -> dict[str, list[float]]:
@@ -91,7 +101,7 @@ def layer_sensitivity(model: nn.Module, evaluate_fn, fractions: list[float]) -> 
     """
     out = {}
     for name, m in model.named_modules():
-        if not isinstance(m, (nn.Conv2d, nn.Linear)):
+        if not isinstance(m, PRUNABLE):
             continue
         original, accs = m.weight.detach().clone(), []
         for f in fractions:

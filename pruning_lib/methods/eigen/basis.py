@@ -25,7 +25,7 @@ from ...curvature.damping import damp
 from ...curvature.kfac import MAX_FACTOR
 from ...metrics import layer_pixels
 from ...models import classifier_of
-from .rebuild import EigenBottleneck, core_of
+from .rebuild import EigenBottleneck, EigenPair, collapse_pairs, is_pair_layer, scored_weight
 
 
 @dataclass
@@ -33,7 +33,9 @@ class LayerScores:
     """One prunable layer in its eigenbasis: W* of its (core) weight, the bases and direction scores.
 
     c_in / c_out are the layer's outer widths (unchanged by pruning); W* is (r_out, r_in, k·k) where r are
-    the current core ranks (= c_in, c_out for a layer not yet factored); params / macs are its current cost."""
+    the current core ranks (= c_in, c_out for a layer not yet factored, or an EigenPair, scored as the Linear it
+    applies); params / macs are its current cost. `pair`: the layer is a Linear one, rebuilt as an EigenPair
+    (rebuild.py) and costed as one (`factored_cost`)."""
 
     name: str
     c_in: int
@@ -51,6 +53,7 @@ class LayerScores:
     Q_G: torch.Tensor
     score_in: torch.Tensor
     score_out: torch.Tensor
+    pair: bool = False
 
     @property
     def ranks(self) -> tuple[int, int]:
@@ -64,9 +67,15 @@ class LayerScores:
                 min(r_out, max(1, math.ceil((1 - layer_cap) * self.c_out - 1e-9))))
 
     def factored_cost(self, r_in: int, r_out: int) -> tuple[int, int]:
-        """(params, MACs) of rot_in -> core -> rot_out with core ranks (r_in, r_out):
-        params = C_in·r_in + r_in·r_out·k² + r_out·C_out (+ C_out bias);
-        MACs = C_in·r_in·P_in + (r_in·r_out·k² + r_out·C_out)·P_out with P the input / output pixels."""
+        """(params, MACs) of the layer rebuilt keeping (r_in, r_out) directions. A convolution, rot_in -> core
+        -> rot_out: params = C_in·r_in + r_in·r_out·k² + r_out·C_out (+ C_out bias); MACs = C_in·r_in·P_in +
+        (r_in·r_out·k² + r_out·C_out)·P_out with P the input / output pixels. A Linear layer (`pair`), the rank-r
+        EigenPair with r = min(r_in, r_out): params = r·(C_in + C_out) (+ C_out bias); MACs = r·(C_in + C_out)
+        per example (P = 1: layer_pixels counts a Linear layer once per example)."""
+        if self.pair:
+            r = min(r_in, r_out)
+            return (r * (self.c_in + self.c_out) + (self.c_out if self.bias else 0),
+                    r * (self.c_in + self.c_out) * self.out_pixels)
         params = self.c_in * r_in + r_in * r_out * self.kernel + r_out * self.c_out + (self.c_out if self.bias else 0)
         macs = self.c_in * r_in * self.in_pixels + (r_in * r_out * self.kernel + r_out * self.c_out) * self.out_pixels
         return params, macs
@@ -103,13 +112,13 @@ def floored(eig: torch.Tensor) -> torch.Tensor:
 
 def prunable_layers(model: nn.Module, include_classifier: bool = False) -> list[str]:
     """Names of the layers EigenDamage can factor: every ungrouped Conv2d and every Linear (the classifier
-    only if asked), and every EigenBottleneck (a layer factored before), not the parts inside one."""
+    only if asked), and every EigenBottleneck / EigenPair (a layer factored before), not the parts inside one."""
     head = None if include_classifier else classifier_of(model)
     names, inside = [], set()
     for name, m in model.named_modules():
         if any(name.startswith(p + ".") for p in inside):
             continue
-        if isinstance(m, EigenBottleneck):
+        if isinstance(m, (EigenBottleneck, EigenPair)):
             inside.add(name)
             names.append(name)
         elif (isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1)) and m is not head:
@@ -121,21 +130,26 @@ def layer_scores(module: nn.Module, name: str, bases: tuple[torch.Tensor, ...],
                  pixels: tuple[int, int] = (1, 1)) -> LayerScores:
     """Rotate the (core) weight of `module` into the eigenbasis `bases` = (eig_A, Q_A, eig_G, Q_G) of its
     weight block (A over input channels, no bias coordinate) and score every input / output direction, with
-    the eigenvalues floored (`floored`) so that directions of zero estimated curvature do not tie."""
+    the eigenvalues floored (`floored`) so that directions of zero estimated curvature do not tie. An EigenPair
+    is scored as the Linear it applies (W = second.W · first.W, bases of that outer layer)."""
     eig_A, Q_A, eig_G, Q_G = bases
-    core = core_of(module)
-    w_star = rotate(core.weight.detach(), Q_A, Q_G)
+    w_star = rotate(scored_weight(module), Q_A, Q_G)
     score_in, score_out = direction_scores(w_star, *(floored(e.to(w_star.dtype)) for e in (eig_A, eig_G)))
-    outer_in = module.rot_in if isinstance(module, EigenBottleneck) else module
-    outer_out = module.rot_out if isinstance(module, EigenBottleneck) else module
+    outer_in = {EigenBottleneck: "rot_in", EigenPair: "first"}.get(type(module))
+    outer_out = {EigenBottleneck: "rot_out", EigenPair: "second"}.get(type(module))
+    outer_in = getattr(module, outer_in) if outer_in else module
+    outer_out = getattr(module, outer_out) if outer_out else module
     c_in = outer_in.in_channels if isinstance(outer_in, nn.Conv2d) else outer_in.in_features
     c_out = outer_out.out_channels if isinstance(outer_out, nn.Conv2d) else outer_out.out_features
     params = sum(p.numel() for p in module.parameters())
     ls = LayerScores(name=name, c_in=c_in, c_out=c_out, kernel=w_star.shape[2], bias=outer_out.bias is not None,
                      in_pixels=pixels[0], out_pixels=pixels[1], params=params, macs=0, weight_star=w_star,
-                     eig_A=eig_A, Q_A=Q_A, eig_G=eig_G, Q_G=Q_G, score_in=score_in, score_out=score_out)
+                     eig_A=eig_A, Q_A=Q_A, eig_G=eig_G, Q_G=Q_G, score_in=score_in, score_out=score_out,
+                     pair=is_pair_layer(module))
     if isinstance(module, EigenBottleneck):
-        ls.macs = ls.factored_cost(*ls.ranks)[1]
+        ls.macs = replace(ls, pair=False).factored_cost(*ls.ranks)[1]
+    elif isinstance(module, EigenPair):
+        ls.macs = module.rank * (c_in + c_out) * pixels[1]
     else:
         ls.macs = c_in * c_out * ls.kernel * pixels[1]
     return ls
@@ -147,7 +161,7 @@ def frobenius_layer_scores(module: nn.Module, name: str, pixels: tuple[int, int]
     / Tucker-2 without ALS, the subspaces of `lowrank.tucker2(W, ranks, n_iter=0)`) and λ_A = λ_G = 1, so a
     direction's score is its squared singular value, the ‖ΔW‖²_F of removing it. `rebuild_layers` with a plan's
     ranks then keeps the top singular subspaces at equal cost, in the same 1x1 -> core -> 1x1 form."""
-    w = core_of(module).weight.detach().double()
+    w = scored_weight(module).double()
     w3 = w.reshape(w.shape[0], w.shape[1], -1)
     Q_G = torch.linalg.svd(w3.reshape(w3.shape[0], -1), full_matrices=True)[0]
     Q_A = torch.linalg.svd(w3.permute(1, 0, 2).reshape(w3.shape[1], -1), full_matrices=True)[0]
@@ -165,14 +179,16 @@ def ekfac_scores(ls: LayerScores, moments: torch.Tensor) -> LayerScores:
 
 def score_model(model: nn.Module, loader, names: list[str], input_shape: tuple[int, ...], *, fisher: str = "true",
                 num_batches: int = 4, max_factor: int | None = MAX_FACTOR, reasons: dict[str, str] | None = None,
-                factors: dict | None = None) -> tuple[list[LayerScores], list[str]]:
-    """Channel-patch K-FAC of the named layers (of their cores when already factored), their eigenbases and
-    direction scores. Returns (scores per layer, layers K-FAC skipped); a layer with a factor side above
-    `max_factor` is skipped, and why is added to `reasons` (if given); `factors` (if given) receives
-    {layer: its LayerKFAC}."""
+                factors: dict | None = None, plain: nn.Module | None = None) -> tuple[list[LayerScores], list[str]]:
+    """Channel-patch K-FAC of the named layers (of their cores when already factored as EigenBottlenecks; of
+    the Linear an EigenPair applies, on `plain` = rebuild.collapse_pairs(model, names), made here if not given),
+    their eigenbases and direction scores. Returns (scores per layer, layers K-FAC skipped); a layer with a
+    factor side above `max_factor` is skipped, and why is added to `reasons` (if given); `factors` (if given)
+    receives {layer: its LayerKFAC} (modules of `plain`)."""
     modules = dict(model.named_modules())
+    plain = collapse_pairs(model, names) if plain is None else plain
     kfac_names = {n: (f"{n}.core" if isinstance(modules[n], EigenBottleneck) else n) for n in names}
-    kfac = compute_kfac(model, loader, form="channel_patch", fisher=fisher, num_batches=num_batches,
+    kfac = compute_kfac(plain, loader, form="channel_patch", fisher=fisher, num_batches=num_batches,
                         layers=list(kfac_names.values()), max_factor=max_factor)
     skipped = [n for n in names if kfac_names[n] in set(kfac.skipped) or kfac_names[n] not in kfac]
     if reasons is not None:
@@ -180,5 +196,5 @@ def score_model(model: nn.Module, loader, names: list[str], input_shape: tuple[i
     kept = [n for n in names if n not in skipped]
     if factors is not None:
         factors.update({n: kfac[kfac_names[n]] for n in kept})
-    pixels = layer_pixels(model, kept, input_shape)
+    pixels = layer_pixels(plain, kept, input_shape)
     return [layer_scores(modules[n], n, kfac[kfac_names[n]].weight_eig(), pixels[n]) for n in kept], skipped

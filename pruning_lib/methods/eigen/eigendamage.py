@@ -3,9 +3,10 @@ the options record the whole eigen family shares.
 
 Each step scores every prunable layer's eigen-directions with channel-patch K-FAC (basis.py), searches one
 global threshold for the step's target (select.py) and rebuilds the planned layers as EigenBottlenecks
-(rebuild.py). `steps` S > 1 approaches the target in S steps towards target · k / S (pruner.run_steps, rule
-"linear"), each re-estimating K-FAC in eval mode (on the cores of layers already factored, rotations merged)
-after re-estimating BatchNorm statistics on `num_batches` training batches (the pruned layers changed them).
+(convolutions) or EigenPairs (Linear layers: rank-r pairs, costed as such; rebuild.py). `steps` S > 1
+approaches the target in S steps towards target · k / S (pruner.run_steps, rule "linear"), each re-estimating K-FAC in eval mode (on the cores of layers already factored, rotations merged)
+after re-estimating BatchNorm statistics on `num_batches` training batches (the pruned layers changed them); an
+EigenPair is re-scored as the Linear it applies and rebuilt as one new pair.
 
 EigenOptions holds the options EigenDamage and Improved EigenDamage share; `with_options` gives a registry
 entry those options as keyword arguments (their names and defaults read from the record, so written once).

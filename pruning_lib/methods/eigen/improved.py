@@ -44,7 +44,7 @@ from ...modes import eval_mode
 from ...pruner import PruneContext, PruneResult, TargetUnreachable, finish, run_steps
 from .basis import LayerScores, ekfac_scores, prunable_layers, score_model
 from .eigendamage import EigenOptions, with_options
-from .rebuild import EigenBottleneck, core_ranks
+from .rebuild import EigenBottleneck, collapse_pairs, core_ranks
 from .select import BUDGETS, achieved, budgeted, plan_layers, search_threshold
 from .subspaces import SUBSPACES, collapsed_kfac, effective_weight, kfac_increase, rebuild_subspace, subspace_parts
 
@@ -59,10 +59,11 @@ def score_layers(model: nn.Module, loader, names: list[str], input_shape: tuple[
     """basis.score_model (K-FAC of the layers or their cores, eigenbases, direction scores; skipped layers
     and why), EKFAC-corrected if asked. Returns (scores, layers skipped, {layer: its LayerKFAC})."""
     factors: dict = {}
+    plain = collapse_pairs(model, names)  # EigenPairs as the Linear they apply (the model itself when none)
     layers, skipped = score_model(model, loader, names, input_shape, fisher=fisher, num_batches=num_batches,
-                                  max_factor=max_factor, reasons=reasons, factors=factors)
+                                  max_factor=max_factor, reasons=reasons, factors=factors, plain=plain)
     if eigenvalues == "ekfac":  # keyed by the outer layer's name; the hooks go on the module K-FAC covered
-        moments = ekfac_correction(model, KFAC(factors, [], "channel_patch"), loader, num_examples, fisher,
+        moments = ekfac_correction(plain, KFAC(factors, [], "channel_patch"), loader, num_examples, fisher,
                                    weight_only=True)
         layers = [ekfac_scores(ls, moments[ls.name]) for ls in layers]
     return layers, skipped, factors

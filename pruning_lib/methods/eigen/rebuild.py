@@ -1,12 +1,21 @@
-"""Rebuilding a layer of the eigen family: the EigenBottleneck form and the rank-r rebuild.
+"""Rebuilding a layer of the eigen family: the EigenBottleneck and EigenPair forms and the rank-r rebuild.
 
-A pruned layer becomes rot_in (1x1, Q_A'ᵀ) -> core (W*', original kernel / stride / padding / dilation) ->
-rot_out (1x1, Q_G', original bias): its output width is unchanged, so BatchNorm and residual paths are
-untouched. A layer factored before is re-factored in place of its core, its rotations merged, so it stays one
-1x1 -> core -> 1x1 however often it is pruned. `build_bottleneck` is the one builder every subspace uses.
+A pruned convolution (1x1 included) becomes rot_in (1x1, Q_A'ᵀ) -> core (W*', original kernel / stride /
+padding / dilation) -> rot_out (1x1, Q_G', original bias): its output width is unchanged, so BatchNorm and
+residual paths are untouched. A layer factored before is re-factored in place of its core, its rotations
+merged, so it stays one 1x1 -> core -> 1x1 however often it is pruned.
+
+A pruned Linear layer (current scope: nn.Linear only; every convolution, 1x1 included, keeps the bottleneck
+form above, so CNN results are unchanged) becomes an EigenPair: the same three factors Q_G' W*' Q_A'ᵀ with the
+core folded into the side of larger rank, first (C_in -> r, no bias) -> second (r -> C_out, original bias),
+r = min(r_in, r_out). It computes exactly the bottleneck's function (DESIGN.md §7) and costs r·(C_in + C_out)
+(+ C_out bias) instead of C_in·r_in + r_in·r_out + r_out·C_out. A pair is re-scored as the plain Linear it
+applies (`collapse_pairs`) and rebuilt from scratch, so it stays one pair however often it is pruned.
+`build_layer` is the one builder every subspace uses (bottleneck or pair by the layer's kind).
 """
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -26,20 +35,135 @@ class EigenBottleneck(nn.Sequential):
         super().__init__(OrderedDict(rot_in=rot_in, core=core, rot_out=rot_out))
 
 
+class EigenPair(nn.Sequential):
+    """A Linear layer rebuilt as a rank-r pair: first (Linear C_in -> r, no bias), second (Linear r -> C_out,
+    the original bias). Output = second.W · first.W · x + b; one of the two factors is a pure rotation
+    (Q_A'ᵀ or Q_G'), the other carries the folded core."""
+
+    def __init__(self, first: nn.Linear, second: nn.Linear):
+        super().__init__(OrderedDict(first=first, second=second))
+
+    @property
+    def rank(self) -> int:
+        return self.first.out_features
+
+
+def pair_weight(pair: EigenPair) -> torch.Tensor:
+    """The (C_out, C_in) weight a pair applies: second.W · first.W (detached)."""
+    return (pair.second.weight @ pair.first.weight).detach()
+
+
 def core_of(module: nn.Module) -> nn.Module:
-    """The layer whose weight is rotated: an EigenBottleneck's core, or the (Conv2d / Linear) layer itself."""
+    """The layer whose weight is rotated: an EigenBottleneck's core, or the (Conv2d / Linear) layer itself
+    (an EigenPair is scored as the Linear it applies, `collapse_pairs`)."""
     return module.core if isinstance(module, EigenBottleneck) else module
 
 
+def scored_weight(module: nn.Module) -> torch.Tensor:
+    """The weight that is rotated and scored: an EigenBottleneck's core weight, an EigenPair's second.W · first.W,
+    or the layer's own weight."""
+    return pair_weight(module) if isinstance(module, EigenPair) else core_of(module).weight.detach()
+
+
+def is_pair_layer(module: nn.Module) -> bool:
+    """Whether `module` is rebuilt as an EigenPair: a Linear layer, an EigenPair, or (made before pairs existed)
+    an EigenBottleneck with a Linear core."""
+    return isinstance(module, (nn.Linear, EigenPair)) or (isinstance(module, EigenBottleneck)
+                                                           and isinstance(module.core, nn.Linear))
+
+
+@torch.no_grad()
+def collapsed_linear(module: nn.Module) -> nn.Linear:
+    """The plain Linear applying the same function as an EigenPair (weight second.W · first.W, its bias)."""
+    w = pair_weight(module)
+    bias = module.second.bias
+    new = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None).to(w.device, w.dtype)
+    new.weight.copy_(w)
+    if bias is not None:
+        new.bias.copy_(bias)
+    return new
+
+
+def collapse_pairs(model: nn.Module, names: list[str]) -> nn.Module:
+    """`model` itself when none of the named layers is an EigenPair; otherwise a copy with every named EigenPair
+    replaced by the plain Linear it applies (same outputs, so the same K-FAC factors of the outer layer)."""
+    if not any(isinstance(model.get_submodule(n), EigenPair) for n in names):
+        return model
+    plain = copy.deepcopy(model)
+    for n in names:
+        if isinstance(plain.get_submodule(n), EigenPair):
+            plain.set_submodule(n, collapsed_linear(plain.get_submodule(n)))
+    return plain
+
+
 def core_ranks(model: nn.Module, names: list[str]) -> dict[str, list[int]]:
-    """{layer: [r_in, r_out]} of the named layers that are EigenBottlenecks (info["ranks"] of the eigen methods)."""
-    return {n: list(core_of(model.get_submodule(n)).weight.shape[:2][::-1]) for n in names
-            if isinstance(model.get_submodule(n), EigenBottleneck)}
+    """{layer: [r_in, r_out]} of the named layers that are EigenBottlenecks, [r, r] of EigenPairs (info["ranks"]
+    of the eigen methods)."""
+    out = {}
+    for n in names:
+        m = model.get_submodule(n)
+        if isinstance(m, EigenBottleneck):
+            out[n] = list(m.core.weight.shape[:2][::-1])
+        elif isinstance(m, EigenPair):
+            out[n] = [m.rank, m.rank]
+    return out
 
 
 def top_directions(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the k largest scores, in decreasing order of score."""
     return torch.argsort(scores, descending=True)[:k]
+
+
+def bias_of(module: nn.Module) -> torch.Tensor | None:
+    """The output bias of a layer, an EigenBottleneck (rot_out's) or an EigenPair (second's)."""
+    if isinstance(module, EigenBottleneck):
+        return module.rot_out.bias
+    if isinstance(module, EigenPair):
+        return module.second.bias
+    return module.bias
+
+
+@torch.no_grad()
+def build_pair(module: nn.Module, rot_out: torch.Tensor, core: torch.Tensor, rot_in: torch.Tensor,
+               freeze_rotations: bool = False) -> EigenPair:
+    """The EigenPair applying rot_out · core · rot_in (rot_out C_out x r_out, core r_out x r_in [x 1], rot_in
+    r_in x C_in) in place of `module` (Linear, EigenPair or a Linear EigenBottleneck): the core is folded into
+    the side of larger rank, r = min(r_in, r_out): r_out <= r_in: first = core · rot_in, second = rot_out;
+    otherwise first = rot_in, second = rot_out · core. The factor that is a pure rotation is frozen with
+    `freeze_rotations`. Bias, device and dtype from `module`."""
+    bias = bias_of(module)
+    ref = pair_weight_ref(module)
+    like = dict(device=ref.device, dtype=ref.dtype)
+    core = core.reshape(core.shape[0], core.shape[1])
+    c_out, c_in, (r_out, r_in) = rot_out.shape[0], rot_in.shape[1], core.shape
+    if r_out <= r_in:
+        first_w, second_w, rotation = core @ rot_in, rot_out, 1
+    else:
+        first_w, second_w, rotation = rot_in, rot_out @ core, 0
+    r = first_w.shape[0]
+    first = nn.Linear(c_in, r, bias=False, **like)
+    second = nn.Linear(r, c_out, bias=bias is not None, **like)
+    first.weight.copy_(first_w)
+    second.weight.copy_(second_w)
+    if bias is not None:
+        second.bias.copy_(bias)
+    (first, second)[rotation].weight.requires_grad_(not freeze_rotations)
+    return EigenPair(first, second)
+
+
+def pair_weight_ref(module: nn.Module) -> torch.Tensor:
+    """A weight of `module` giving the device and dtype of its rebuilt form."""
+    if isinstance(module, EigenPair):
+        return module.first.weight
+    return core_of(module).weight
+
+
+def build_layer(module: nn.Module, rot_out: torch.Tensor, core: torch.Tensor, rot_in: torch.Tensor,
+                freeze_rotations: bool = False) -> nn.Module:
+    """rot_out · core · rot_in in place of `module`: an EigenPair for a Linear layer (`is_pair_layer`), an
+    EigenBottleneck otherwise (`build_bottleneck`)."""
+    build = build_pair if is_pair_layer(module) else build_bottleneck
+    return build(module, rot_out, core, rot_in, freeze_rotations)
 
 
 @torch.no_grad()
@@ -49,7 +173,7 @@ def build_bottleneck(module: nn.Module, rot_out: torch.Tensor, core: torch.Tenso
     rot_in r_in x C_in) in place of `module` (Conv2d, Linear or an EigenBottleneck), with its kernel, stride,
     padding, dilation, bias, device and dtype; rotations trainable unless frozen."""
     inner = core_of(module)
-    bias = module.rot_out.bias if isinstance(module, EigenBottleneck) else module.bias
+    bias = bias_of(module)
     c_out, c_in, (r_out, r_in) = rot_out.shape[0], rot_in.shape[1], core.shape[:2]
     like = dict(device=inner.weight.device, dtype=inner.weight.dtype)
     if isinstance(inner, nn.Conv2d):
@@ -71,23 +195,26 @@ def build_bottleneck(module: nn.Module, rot_out: torch.Tensor, core: torch.Tenso
 
 @torch.no_grad()
 def rebuild_layer(module: nn.Module, ls: LayerScores, keep_in: torch.Tensor, keep_out: torch.Tensor,
-                  freeze_rotations: bool = False) -> EigenBottleneck:
-    """Rebuild `module` (Conv2d, Linear or an EigenBottleneck) keeping input directions `keep_in` and output
-    directions `keep_out` of its (core) eigenbasis: rot_in = Q_A[:, keep_in]ᵀ, core = W*[keep_out][:, keep_in],
+                  freeze_rotations: bool = False) -> nn.Module:
+    """Rebuild `module` (Conv2d, Linear, an EigenBottleneck or an EigenPair) keeping input directions `keep_in`
+    and output directions `keep_out` of its (core) eigenbasis: rot_in = Q_A[:, keep_in]ᵀ, core = W*[keep_out][:, keep_in],
     rot_out = Q_G[:, keep_out]. An EigenBottleneck's old rotations are merged in (rot_in' = Q_A'ᵀ R_in,
-    rot_out' = R_out Q_G'), so a layer stays one 1x1 -> core -> 1x1 however often it is pruned.
+    rot_out' = R_out Q_G'), so a layer stays one 1x1 -> core -> 1x1 however often it is pruned. A Linear layer
+    (or an EigenPair, scored as the Linear it applies) becomes the EigenPair of the same three factors
+    (`build_pair`: the same function at rank min(r_in, r_out)).
     (lowrank.factorise is the low-rank family's model-level counterpart, a different operation.)"""
     rot_in = ls.Q_A[:, keep_in].T
     rot_out = ls.Q_G[:, keep_out]
     if isinstance(module, EigenBottleneck):
         rot_in = rot_in @ module.rot_in.weight.reshape(module.rot_in.weight.shape[0], -1).to(rot_in.dtype)
         rot_out = module.rot_out.weight.reshape(ls.c_out, -1).to(rot_out.dtype) @ rot_out
-    return build_bottleneck(module, rot_out, ls.weight_star[keep_out][:, keep_in], rot_in, freeze_rotations)
+    return build_layer(module, rot_out, ls.weight_star[keep_out][:, keep_in], rot_in, freeze_rotations)
 
 
 def rebuild_layers(model: nn.Module, layers: list[LayerScores], plan: dict[str, tuple[int, int] | None],
                    freeze_rotations: bool = False) -> nn.Module:
-    """Replace every layer the plan factors by its EigenBottleneck keeping its top-scoring directions (in place)."""
+    """Replace every layer the plan factors by its EigenBottleneck (EigenPair for a Linear layer) keeping its
+    top-scoring directions (in place)."""
     for ls in layers:
         if plan.get(ls.name) is not None:
             r_in, r_out = plan[ls.name]

@@ -3,6 +3,9 @@
 Scores of different layers share units (basis.py), so one global threshold removes every direction scoring at
 or below it, except that a per-layer cap keeps at least max(1, ceil((1 - layer_cap) · C)) directions per side.
 A layer whose factored form would have at least as many parameters as now is left as it is ("never grows").
+A Linear layer is costed as the rank-r EigenPair it becomes (r = min of its kept ranks; LayerScores.factored_cost):
+since r >= min of the two per-side minima, the cap keeps at least max(1, ceil((1 - layer_cap) · min(C_in, C_out)))
+of its rank.
 
 `target` is the fraction of all parameters of the unpruned model removed (rotations included), hit within
 one percentage point by searching the threshold (parameters counted densely, as they are reported: an exact
@@ -95,8 +98,12 @@ def search_threshold(layers: list[LayerScores], target: float, layer_cap: float,
 def marginal_costs(ls: LayerScores, budget: str) -> tuple[float, float]:
     """What removing one (input, output) direction of the factored layer saves at its current ranks:
     per_param: C_in + r_out·k², r_in·k² + C_out; per_flop (MACs): C_in·P_in + r_out·k²·P_out,
-    (r_in·k² + C_out)·P_out; saliency: 1, 1."""
+    (r_in·k² + C_out)·P_out; saliency: 1, 1. A Linear layer (`ls.pair`, rebuilt as a rank-r pair) saves
+    C_in + C_out parameters (times P_out MACs) per unit of rank, whichever side the direction is on."""
     r_in, r_out = ls.ranks
+    if ls.pair and budget in ("per_param", "per_flop"):
+        cost = (ls.c_in + ls.c_out) * (ls.out_pixels if budget == "per_flop" else 1)
+        return cost, cost
     if budget == "per_param":
         return ls.c_in + r_out * ls.kernel, r_in * ls.kernel + ls.c_out
     if budget == "per_flop":

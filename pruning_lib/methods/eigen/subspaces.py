@@ -1,5 +1,6 @@
 """The subspaces an Improved EigenDamage layer can keep for given ranks (eigen/improved.py), each rebuilt as
-an EigenBottleneck rot_in (1x1) -> core -> rot_out (1x1), Ŵ_p = rot_out · core_p · rot_in:
+an EigenBottleneck rot_in (1x1) -> core -> rot_out (1x1), Ŵ_p = rot_out · core_p · rot_in (a Linear layer as the
+EigenPair of the same three factors, the core folded into one side: rebuild.build_pair):
 
   eigenbasis  the top-scoring eigen-directions of the layer's K-FAC eigenbasis (EigenDamage's choice);
   tucker      the Frobenius Tucker-2 of the layer's effective weight (HOSVD, then HOOI);
@@ -18,13 +19,17 @@ from ...curvature import compute_kfac
 from ...curvature.damping import damp
 from ...curvature.quadratic import kfac_predicted_increase
 from .basis import LayerScores
-from .rebuild import EigenBottleneck, build_bottleneck, rebuild_layers, top_directions
+from .rebuild import (EigenBottleneck, EigenPair, build_layer, collapsed_linear, pair_weight, rebuild_layers,
+                      top_directions)
 
 SUBSPACES = ("eigenbasis", "tucker", "whitened")
 
 
 def effective_weight(module: nn.Module) -> torch.Tensor:
-    """The (C_out, C_in, k·k) weight the layer applies: W itself, or R_out W*_p R_in of an EigenBottleneck."""
+    """The (C_out, C_in, k·k) weight the layer applies: W itself, R_out W*_p R_in of an EigenBottleneck, or
+    second.W · first.W of an EigenPair."""
+    if isinstance(module, EigenPair):
+        return pair_weight(module)[:, :, None]
     if isinstance(module, EigenBottleneck):
         r_in = module.rot_in.weight.reshape(module.rot_in.weight.shape[0], -1)
         r_out = module.rot_out.weight.reshape(module.rot_out.weight.shape[0], -1)
@@ -106,12 +111,15 @@ def plain_tucker(w: torch.Tensor, ranks: tuple[int, int], n_iter: int = 10) -> t
 
 
 def collapsed_kfac(model: nn.Module, names: list[str], loader, fisher: str, num_batches: int) -> dict:
-    """K-FAC of the named layers as the plain layers they apply (EigenBottlenecks collapsed to R_out W* R_in on a
-    copy; the outputs are the same), so that the whitened subspace of a factored layer uses its outer A and G."""
+    """K-FAC of the named layers as the plain layers they apply (EigenBottlenecks collapsed to R_out W* R_in,
+    EigenPairs to second.W · first.W, on a copy; the outputs are the same), so that the whitened subspace of a
+    factored layer uses its outer A and G."""
     plain = copy.deepcopy(model)
     for n in names:
         m = plain.get_submodule(n)
-        if isinstance(m, EigenBottleneck):
+        if isinstance(m, EigenPair):
+            plain.set_submodule(n, collapsed_linear(m))
+        elif isinstance(m, EigenBottleneck):
             inner = m.core
             w = effective_weight(m)
             if isinstance(inner, nn.Conv2d):
@@ -138,7 +146,8 @@ def subspace_parts(module: nn.Module, ls: LayerScores, ranks: tuple[int, int], s
     r_in, r_out = ranks
     keep_in, keep_out = top_directions(ls.score_in, r_in), top_directions(ls.score_out, r_out)
     eig_out, eig_in = ls.Q_G[:, keep_out].double(), ls.Q_A[:, keep_in].double()
-    if isinstance(module, EigenBottleneck):  # the eigen-directions as subspaces of the outer layer
+    if isinstance(module, EigenBottleneck):  # the eigen-directions as subspaces of the outer layer (an EigenPair
+        # is scored as the Linear it applies: its eigen-directions are already the outer layer's)
         eig_out = module.rot_out.weight.detach().reshape(ls.c_out, -1).double() @ eig_out
         eig_in = module.rot_in.weight.detach().reshape(-1, ls.c_in).double().T @ eig_in
     if subspace == "eigenbasis":
@@ -170,5 +179,5 @@ def rebuild_subspace(model: nn.Module, layers: list[LayerScores], plan: dict, su
         if plan.get(ls.name) is not None:
             module = model.get_submodule(ls.name)
             parts = subspace_parts(module, ls, plan[ls.name], subspace, factors=factors.get(ls.name), damping=damping)
-            model.set_submodule(ls.name, build_bottleneck(module, *parts, freeze_rotations))
+            model.set_submodule(ls.name, build_layer(module, *parts, freeze_rotations))
     return model

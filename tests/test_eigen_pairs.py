@@ -1,0 +1,184 @@
+"""Linear layers of the eigen family as rank-r pairs (DESIGN.md §7): the pair against the layer and the
+three-factor bottleneck it replaces, its cost against the counted parameters, and EigenDamage / Improved
+EigenDamage on a plain MLP (wide first layer, C_in >> C_out) reaching 50 % and 90 %, in one step and two."""
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from pruning_lib.methods.eigen import basis
+from pruning_lib.methods.eigen import rebuild as rb
+from pruning_lib.methods.eigen import select as sel
+from pruning_lib.methods.eigen import subspaces as sp
+from pruning_lib.metrics import count_params
+from pruning_lib.pruner import PruneContext
+from pruning_lib.registry import METHODS
+from test_eigendamage import bases_of, random_loader, spd
+
+SHAPE = (3, 16, 16)
+# The issue's 3072 -> 128 -> 64 -> 10 scaled down. NARROW = 768 -> 40 -> 20 -> 10 keeps its C_in / C_out (so
+# what the cap allows, ~0.886 without the classifier, ~0.89 with it); but one unit of the first layer's rank is
+# then (768 + 40) / 31790 = 2.5 % of the model, too coarse for a second step to land within a point of every
+# target. WIDE = 768 -> 128 -> 64 -> 10 has the issue's granularity (0.8 % per unit) and reaches ~0.871.
+NARROW, WIDE = (40, 20), (128, 64)
+
+
+def mlp(seed: int = 0, hidden: tuple[int, int] = NARROW) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(768, hidden[0]), nn.ReLU(), nn.Linear(*hidden), nn.ReLU(),
+                         nn.Linear(hidden[1], 10)).eval()
+
+
+def linear_case(c_in: int = 9, c_out: int = 6, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    lin = nn.Linear(c_in, c_out).double()
+    ls = basis.layer_scores(lin, "lin", bases_of(spd(c_in, gen), spd(c_out, gen)))
+    return lin, ls
+
+
+def test_full_rank_pair_reproduces_the_linear_layer():
+    lin, ls = linear_case()
+    assert ls.pair and ls.kernel == 1
+    new = rb.rebuild_layer(lin, ls, rb.top_directions(ls.score_in, 9), rb.top_directions(ls.score_out, 6))
+    assert isinstance(new, rb.EigenPair) and new.rank == 6
+    assert new.first.bias is None and torch.equal(new.second.bias, lin.bias)
+    x = torch.randn(5, 9, dtype=torch.float64)
+    with torch.no_grad():
+        assert (new(x) - lin(x)).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("ranks", [(7, 3), (2, 5), (4, 4), (9, 1)])
+def test_pair_is_the_bottleneck_it_replaces(ranks):
+    """Same kept directions (r_in, r_out): the pair (core folded into the larger side, rank min) computes exactly
+    the three-factor bottleneck's function, and costs what factored_cost says."""
+    lin, ls = linear_case()
+    r_in, r_out = ranks
+    keep_in, keep_out = rb.top_directions(ls.score_in, r_in), rb.top_directions(ls.score_out, r_out)
+    pair = rb.rebuild_layer(lin, ls, keep_in, keep_out)
+    three = rb.build_bottleneck(lin, ls.Q_G[:, keep_out], ls.weight_star[keep_out][:, keep_in], ls.Q_A[:, keep_in].T)
+    assert isinstance(pair, rb.EigenPair) and pair.rank == min(ranks)
+    x = torch.randn(5, 9, dtype=torch.float64)
+    with torch.no_grad():
+        assert (pair(x) - three(x)).abs().max() <= 1e-5
+    assert ls.factored_cost(r_in, r_out)[0] == count_params(pair) == min(ranks) * (9 + 6) + 6
+    assert ls.factored_cost(r_in, r_out)[1] == min(ranks) * (9 + 6)
+
+
+@pytest.mark.parametrize("subspace", ["tucker", "whitened"])
+def test_improved_subspaces_fold_into_the_same_function(subspace):
+    lin, ls = linear_case(seed=1)
+    gen = torch.Generator().manual_seed(3)
+    factors = type("F", (), {"A": spd(9, gen), "G": spd(6, gen), "has_bias": False})()
+    for ranks in [(5, 3), (2, 4)]:
+        parts = sp.subspace_parts(lin, ls, ranks, subspace, factors=factors)
+        holder = nn.Sequential()
+        holder.add_module("lin", copy.deepcopy(lin))
+        sp.rebuild_subspace(holder, [ls], {"lin": ranks}, subspace, factors={"lin": factors})
+        assert isinstance(holder.lin, rb.EigenPair) and holder.lin.rank == min(ranks)
+        x = torch.randn(5, 9, dtype=torch.float64)
+        w_hat = parts[0] @ parts[1][:, :, 0] @ parts[2]
+        with torch.no_grad():
+            assert (holder.lin(x) - (x @ w_hat.T + lin.bias)).abs().max() <= 1e-5
+
+
+def test_cap_applies_to_the_rank_and_pairs_never_grow():
+    lin, ls = linear_case(c_in=40, c_out=10)
+    for cap in (0.5, 0.9, 0.95):
+        r = sel.kept_ranks(ls, float("inf"), cap)
+        assert min(r) == max(1, math.ceil((1 - cap) * 10 - 1e-9))  # ceil((1 - cap) · min(C_in, C_out))
+    plan = sel.plan_layers([ls], float("inf"), 0.9)
+    assert plan["lin"] is not None and min(plan["lin"]) == 1
+    # at full rank (or any rank whose pair is not smaller than the layer) the layer is left as it is
+    assert sel.plan_layers([ls], -float("inf"), 0.9)["lin"] is None
+    assert ls.factored_cost(8, 8)[0] >= ls.params and ls.factored_cost(7, 9)[0] < ls.params
+
+
+def test_budget_marginal_cost_of_a_pair():
+    lin, ls = linear_case()
+    assert sel.marginal_costs(ls, "per_param") == (15, 15) == sel.marginal_costs(ls, "per_flop")
+    assert sel.marginal_costs(ls, "saliency") == (1.0, 1.0)
+
+
+def loader(n: int = 64):
+    return random_loader(n=n, batch=32, shape=SHAPE, classes=10)
+
+
+def prune(method: str, target: float, hidden: tuple[int, int] = NARROW, **options):
+    model = mlp(hidden=hidden)
+    ref = copy.deepcopy(model)
+    ctx = PruneContext(loader(), SHAPE, count_params(model), 0)
+    result = METHODS[method].fn(model, ctx, target, num_batches=2, **options)
+    return ref, result
+
+
+@pytest.mark.parametrize("method", ["eigendamage", "improved_eigendamage"])
+def test_target_zero_reproduces_the_mlp(method):
+    ref, result = prune(method, 0.0)
+    x = torch.randn(4, *SHAPE)
+    with torch.no_grad():
+        assert torch.equal(result.model(x), ref(x))
+
+
+@pytest.mark.parametrize("method", ["eigendamage", "improved_eigendamage"])
+@pytest.mark.parametrize("target,options", [(0.5, {}), (0.87, {}), (0.5, {"include_classifier": True}),
+                                            (0.9, {"include_classifier": True}),
+                                            (0.5, {"steps": 2, "hidden": WIDE}), (0.86, {"steps": 2, "hidden": WIDE}),
+                                            (0.87, {"steps": 2, "include_classifier": True})])
+def test_mlp_reaches_the_target_as_pairs(method, target, options):
+    """Classifier excluded, the cap (0.9) bounds the NARROW MLP at ~0.886 (the issue's 3072 -> 128 -> 64 -> 10 at
+    ~0.891); with the classifier, 0.9 within a point. The reported ratio is the counted parameters of the rebuilt
+    model; every pruned layer is an EigenPair, also after a second step re-scores the pairs of the first."""
+    ref, result = prune(method, target, **options)
+    base = count_params(ref)
+    assert abs(result.achieved_param_ratio - target) <= 0.01
+    assert result.achieved_param_ratio == pytest.approx(1 - count_params(result.model) / base)
+    assert result.info["achieved_params"] == pytest.approx(result.achieved_param_ratio)
+    assert not any(isinstance(m, rb.EigenBottleneck) for m in result.model.modules())
+    pairs = [n for n, m in result.model.named_modules() if isinstance(m, rb.EigenPair)]
+    assert pairs and set(pairs) == set(result.info["ranks"])
+    assert len(result.info["rounds"]) == options.get("steps", 1)
+    x = torch.randn(4, *SHAPE)
+    with torch.no_grad():
+        assert torch.isfinite(result.model(x)).all()
+
+
+def test_second_step_rescores_a_pair_as_the_linear_it_applies():
+    """A pair scored again is the Linear it applies: same K-FAC bases as that Linear, its current cost, and
+    rebuilt (also with EKFAC eigenvalues) into one pair, never nested."""
+    ref, result = prune("eigendamage", 0.5)
+    model = result.model
+    names = basis.prunable_layers(model)
+    assert names == ["1", "3"]
+    plain = rb.collapse_pairs(model, names)
+    assert isinstance(plain[1], nn.Linear) and isinstance(model[1], rb.EigenPair)
+    x = torch.randn(4, *SHAPE)
+    with torch.no_grad():
+        assert (plain(x) - model(x)).abs().max() <= 1e-5
+    layers, skipped = basis.score_model(model, loader(), names, SHAPE, num_batches=2)
+    assert not skipped
+    for ls in layers:
+        m = model.get_submodule(ls.name)
+        assert ls.pair and ls.params == count_params(m) and ls.ranks == (ls.c_in, ls.c_out)
+        assert ls.macs == m.rank * (ls.c_in + ls.c_out)
+    _, again = prune("improved_eigendamage", 0.6, steps=2, eigenvalues="ekfac", num_examples=32)
+    assert abs(again.achieved_param_ratio - 0.6) <= 0.01
+    assert all(type(m) is nn.Linear for p in again.model.modules() if isinstance(p, rb.EigenPair) for m in p)
+
+
+def test_plan_preview_on_pairs_predicts_what_the_rebuild_does():
+    """notebook 07's widget (improved.plan_preview) on an MLP whose Linear layers are already pairs."""
+    from pruning_lib.methods.eigen import improved as im
+
+    ref, result = prune("eigendamage", 0.5)
+    model = result.model
+    names = basis.prunable_layers(model)
+    layers, _, factors = im.score_layers(model, loader(), names, SHAPE, eigenvalues="kfac", num_examples=32,
+                                         fisher="true", num_batches=2)
+    before = copy.deepcopy(model.state_dict())
+    for subspace in sp.SUBSPACES:
+        preview = im.plan_preview(model, layers, factors, subspace, "per_param", 0.7, count_params(ref))
+        assert abs(preview["achieved"] - 0.7) <= 0.01 and preview["total"] >= 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
