@@ -126,6 +126,19 @@ def prunable_layers(model: nn.Module, include_classifier: bool = False) -> list[
     return names
 
 
+def require_prunable(model: nn.Module, names: list[str], include_classifier: bool) -> None:
+    """Raise a ValueError naming the model's layers when `names` (prunable_layers) is empty: EigenDamage rebuilds
+    ungrouped Conv2d and Linear layers only, so e.g. a Conv1d or LSTM net with a Linear classifier has none."""
+    if names:
+        return
+    head = classifier_of(model)
+    found = [f"{n} ({type(m).__name__}{', the classifier' if m is head else ''})" for n, m in model.named_modules()
+             if any(True for _ in m.parameters(recurse=False))]
+    classifier = "" if include_classifier else " (the classifier only with include_classifier=True)"
+    raise ValueError(f"model: no layer EigenDamage can factor: it rebuilds ungrouped Conv2d and Linear layers"
+                     f"{classifier}; this model's layers with parameters are {', '.join(found) or 'none'}")
+
+
 def layer_scores(module: nn.Module, name: str, bases: tuple[torch.Tensor, ...],
                  pixels: tuple[int, int] = (1, 1)) -> LayerScores:
     """Rotate the (core) weight of `module` into the eigenbasis `bases` = (eig_A, Q_A, eig_G, Q_G) of its

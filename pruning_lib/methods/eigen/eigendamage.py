@@ -26,7 +26,7 @@ from ...curvature.fisher import FISHERS
 from ...curvature.kfac import MAX_FACTOR
 from ...metrics import count_params
 from ...pruner import PruneContext, PruneResult, finish, run_steps
-from .basis import prunable_layers, score_model
+from .basis import prunable_layers, require_prunable, score_model
 from .rebuild import core_ranks, rebuild_layers
 from .select import TARGET_KINDS, plan_layers, search_threshold
 
@@ -99,6 +99,7 @@ def eigendamage(model: nn.Module, loader, target: float, input_shape: tuple[int,
     o = options
     base_params = base_params or count_params(model)
     names = prunable_layers(model, o.include_classifier)
+    require_prunable(model, names, o.include_classifier)
     info: dict[str, Any] = {"rounds": [], "kfac_seconds": 0.0, "round_to": o.round_to, "skip_reasons": {}}
 
     def step(k: int, goal: float) -> None:

@@ -42,7 +42,7 @@ from ...curvature.kfac import KFAC, MAX_FACTOR
 from ...metrics import count_params
 from ...modes import eval_mode
 from ...pruner import PruneContext, PruneResult, TargetUnreachable, finish, run_steps
-from .basis import LayerScores, ekfac_scores, prunable_layers, score_model
+from .basis import LayerScores, ekfac_scores, prunable_layers, require_prunable, score_model
 from .eigendamage import EigenOptions, with_options
 from .rebuild import EigenBottleneck, collapse_pairs, core_ranks
 from .select import BUDGETS, achieved, budgeted, plan_layers, search_threshold
@@ -156,6 +156,7 @@ def prune_improved_eigendamage(model: nn.Module, ctx: PruneContext, target: floa
     share of the runner's steps when ctx.finetune is given (and BatchNorm re-estimated again)."""
     o = options
     names = prunable_layers(model, o.include_classifier)
+    require_prunable(model, names, o.include_classifier)
     between = 0
     if o.steps > 1 and ctx.finetune is not None:
         between = int(finetune_share * ctx.finetune_steps) // (o.steps - 1)
