@@ -1,5 +1,6 @@
 """Notebook conveniences (not training logic): fast mode for CI, the kit's folders wherever a notebook runs from
-(notebooks/, the student edition, a copy elsewhere), and the cached digits baseline the notebooks and `make run` share."""
+(notebooks/, the student edition, a copy elsewhere), and the cached digits baseline the notebooks and `make run`
+share."""
 from __future__ import annotations
 
 import json

@@ -67,8 +67,8 @@ class Method:
     """A registered pruning method: the function (wrapped by checks.checked, which refuses a bad target or
     option before any work), one line saying what it does, its family, and `data`: a predicate of the full
     options ({**defaults, **given}) returning why the method reads training batches with them, as words after
-    the method's name ("scores with training batches"; None: it does not). The option defaults and the allowed strings are read from the function, so they are written once;
-    `name` is set by the registry."""
+    the method's name ("scores with training batches"; None: it does not). The option defaults and the allowed
+    strings are read from the function, so they are written once; `name` is set by the registry."""
 
     fn: Callable[..., PruneResult]
     summary: str

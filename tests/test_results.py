@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pruning_lib.results import gaps_beyond_spread, pareto_front, tradeoff
+from pruning_lib.results import front_table, gaps_beyond_spread, pareto_front, results_frame, tables, tradeoff
 
 
 def frame(seed=0, methods=("a", "b", "c", "d"), ratios=(0.0, 0.5, 0.9), seeds=(0, 1, 2)):
@@ -91,3 +91,27 @@ def test_files_written_before_the_later_columns_still_read(tmp_path):
     assert row == Row("l1", 0.5, 0, params=1, nonzero_params=1, param_reduction=0.5, macs=2, gflops=4e-06,
                       acc_pruned=50.0, acc_finetuned=60.0, finetune_epochs=3, seconds=1.5, compression=2.0,
                       theoretical_speedup=1.5).to_dict()
+
+
+def test_front_table_merges_the_shared_baseline_and_keeps_every_other_point():
+    """Every method's 0 % row is the same baseline: one row naming how many methods share it; each other point
+    of the front is its own row, values as in the front (a loop over the front as the oracle)."""
+    df = frame(methods=("a", "b", "c"))
+    df.loc[df.target_ratio == 0.0, "acc_finetuned"] = 95.0  # the shared baseline, equal for every method
+    df.loc[df.target_ratio == 0.0, "gflops"] = 2.0
+    front = pareto_front(tradeoff(df, "gflops"), lower_x_is_better=True)
+    table = front_table(front, "GFLOPs")
+    zero = front[front.target_ratio == 0.0]
+    others = front[front.target_ratio != 0.0]
+    assert len(zero) == 3 and len(table) == len(others) + 1  # the baseline is on the front, once
+    assert f"the 0 % row of {len(zero)} methods" in table[table.target == "0%"].iloc[0]["method"]
+    for (_, p), (_, t) in zip(others.iterrows(), table[table.target != "0%"].iterrows()):
+        assert t["method"] == p["method"] and t["GFLOPs"] == p["x"] and t["accuracy (%)"] == round(p["y"], 2)
+
+
+def test_a_significant_digits_cell_writes_the_std_to_the_means_last_decimal():
+    gflops = results_frame([{"method": "m", "target_ratio": 0.5, "seed": s, "status": "ok", "gflops": g}
+                            for s, g in enumerate([0.01093, 0.01083, 0.01100])])
+    cell = tables(gflops)["GFLOPs (2 x MACs)"].iloc[0, 0]
+    mean, std = gflops.gflops.mean(), gflops.gflops.std()
+    assert cell == f"{mean:.4g} ± {std:.5f}" == "0.01092 ± 0.00009"

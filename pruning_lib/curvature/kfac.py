@@ -191,9 +191,10 @@ def compute_kfac(model: nn.Module, loader: DataLoader, form: str = "channel_patc
     """K-FAC factors (A, G) of every Conv2d / Linear layer, averaged over `num_batches` batches.
 
     One forward pass per batch records inputs (forward hooks) and the backward passes of `fisher_losses`
-    (`mc_samples` for "true", one per class for "exact") record output gradients (gradient hooks on the layer outputs). `damping` γ adds √γ·I to both A and G
-    (`damping.damp(·, γ, "absolute_sqrt")`). Factors live on the
-    model's device. A layer whose `factor_sides` exceed `max_factor` (None: no limit) goes to skipped / too_large."""
+    (`mc_samples` for "true", one per class for "exact") record output gradients (gradient hooks on the layer
+    outputs). `damping` γ adds √γ·I to both A and G (`damping.damp(·, γ, "absolute_sqrt")`). Factors live on
+    the model's device. A layer whose `factor_sides` exceed `max_factor` (None: no limit) goes to skipped /
+    too_large."""
     check_form_and_fisher(form, fisher)
     if num_batches < 1 or mc_samples < 1:
         raise ValueError(f"num_batches, mc_samples: must be >= 1 (got {num_batches}, {mc_samples})")
