@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pruning_lib.results import front_table, gaps_beyond_spread, pareto_front, results_frame, tables, tradeoff
+from pruning_lib.results import front_table, gaps_beyond_spread, pareto_front, tables, tradeoff
 
 
 def frame(seed=0, methods=("a", "b", "c", "d"), ratios=(0.0, 0.5, 0.9), seeds=(0, 1, 2)):
