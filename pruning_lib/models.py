@@ -103,8 +103,10 @@ def build_model(name: str, width: int = 1, in_channels: int = 3, num_classes: in
 
 
 def classifier_of(model: nn.Module) -> nn.Module:
-    """The model's last Linear layer (the classifier)."""
+    """The classifier: the model's last Linear layer in module order or, in a fully convolutional model (no
+    Linear, e.g. SqueezeNet's 1x1 conv to the classes), its last convolution."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError("model has no Linear classifier")
-    return linears[-1]
+    convs = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    if not linears and not convs:
+        raise ValueError("model: no Linear or convolution layer to take as the classifier")
+    return (linears or convs)[-1]

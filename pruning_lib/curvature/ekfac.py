@@ -18,9 +18,10 @@ def per_example_weight_grads(module: nn.Module, x: torch.Tensor, g: torch.Tensor
     """Per-example gradients ∇W_n = Σ_t δ_{n,t} a_{n,t}ᵀ as (N, C_out, C_in(+1 bias), k·k) from layer inputs
     x and per-example output gradients g."""
     bias = module.bias is not None
-    if isinstance(module, nn.Linear):
-        a = torch.cat([x, x.new_ones(x.shape[0], 1)], 1) if bias else x
-        return torch.einsum("no,ni->noi", g, a).unsqueeze(-1)
+    if isinstance(module, nn.Linear):  # (N, *, D): the extra leading dimensions are positions t
+        x, g = x.reshape(x.shape[0], -1, x.shape[-1]), g.reshape(g.shape[0], -1, g.shape[-1])
+        a = torch.cat([x, x.new_ones(*x.shape[:2], 1)], 2) if bias else x
+        return torch.einsum("nto,nti->noi", g, a).unsqueeze(-1)
     kk = module.kernel_size[0] * module.kernel_size[1]
     a = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)  # (N, C·kk, T)
     grad = torch.einsum("not,nkt->nok", g.flatten(2), a).reshape(x.shape[0], g.shape[1], -1, kk)

@@ -81,7 +81,7 @@ def _eigh(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class KFAC(Mapping):
     """The K-FAC factors of a model's layers, by module name; `skipped` lists modules with parameters
     that K-FAC does not cover (BatchNorm and other non Conv2d / Linear layers, and the layers in `too_large`:
-    {name: why}, whose factors would exceed compute_kfac's max_factor)."""
+    {name: why}, whose factors would exceed compute_kfac's max_factor or whose forward never ran)."""
 
     def __init__(self, layers: dict[str, LayerKFAC], skipped: list[str], form: str, too_large: dict | None = None):
         self.layers, self.skipped, self.form = layers, skipped, form
@@ -147,12 +147,16 @@ def input_rows(module: nn.Module, x: torch.Tensor, form: str) -> tuple[torch.Ten
     return s, rows
 
 
-def _output_gram(g: torch.Tensor) -> torch.Tensor:
-    """Σ_{n,t} δ δᵀ of per-example output gradients g: (N, C_out) or (N, C_out, H, W)."""
-    if g.dim() == 4:
-        gf = g.flatten(2)
-        return torch.bmm(gf, gf.transpose(1, 2)).sum(0)
-    return g.T @ g
+def _output_gram(module: nn.Module, g: torch.Tensor) -> torch.Tensor:
+    """Σ_{n,t} δ δᵀ of per-example output gradients g: a conv's (N, C_out, H, W), or a Linear's (N, *, C_out),
+    whose extra leading dimensions (tokens, channels-last positions) count as positions t like a conv's pixels
+    (the "expand" form of Eschenhagen et al. 2023; A takes the same rows)."""
+    if isinstance(module, nn.Linear):
+        gf = g.reshape(-1, g.shape[-1])
+        return gf.T @ gf
+    gf = g.flatten(2)
+    return torch.bmm(gf, gf.transpose(1, 2)).sum(0)
+
 
 def kfac_layers(model: nn.Module, layers: list[str] | None = None) -> tuple[dict[str, nn.Module], list[str]]:
     """Conv2d (groups=1) / Linear modules by name (all, or the named ones), and the names of the other modules
@@ -212,7 +216,7 @@ def compute_kfac(model: nn.Module, loader: DataLoader, form: str = "channel_patc
 
     def grad_hook(name):
         def hook(gout):
-            gg = _output_gram(gout.detach() * scale[0])
+            gg = _output_gram(modules[name], gout.detach() * scale[0])
             g_sum[name] = gg if g_sum[name] is None else g_sum[name] + gg
         return hook
 
@@ -242,6 +246,12 @@ def compute_kfac(model: nn.Module, loader: DataLoader, form: str = "channel_patc
             for h in handles:
                 h.remove()
             model.zero_grad(set_to_none=True)
+    # A module whose forward never ran (nn.MultiheadAttention's out_proj: its weight is read functionally) has
+    # no factors: it is skipped, named.
+    unused = {n: "never called as a module in the forward pass" for n in modules if rows[n] == 0}
+    modules = {n: m for n, m in modules.items() if n not in unused}
+    a_sum, g_sum = {n: a_sum[n] for n in modules}, {n: g_sum[n] for n in modules}
+    skipped, too_large = skipped + list(unused), {**too_large, **unused}
     # Under torch.distributed the sums and counts of all ranks are added before dividing (N ranks, N x batches).
     all_reduce_sum(*a_sum.values(), *g_sum.values())
     rows = {n: all_reduce_count(r, device) for n, r in rows.items()}

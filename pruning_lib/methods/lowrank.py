@@ -184,7 +184,9 @@ def analyse(model: nn.Module, input_shape: tuple[int, ...], form: str,
             include_classifier: bool = False) -> list[LayerInfo]:
     """Every factorisable layer of `model` (Conv1d / Conv2d / Conv3d with groups = 1 and Linear, the classifier
     only if asked), in module order, with its spatial sizes (one forward pass of a zero batch of one example of
-    `input_shape`, any rank) and spectra. Conv1d / Conv3d layers get the svd form whatever `form` is."""
+    `input_shape`, any rank) and spectra. Conv1d / Conv3d layers get the svd form whatever `form` is. A layer
+    whose forward never runs (its weight read functionally, as nn.MultiheadAttention reads out_proj) is left out:
+    replacing the module would not change the computation."""
     _check(form)
     head = None if include_classifier else classifier_of(model)
     layers = [(n, m) for n, m in model.named_modules()
@@ -201,6 +203,8 @@ def analyse(model: nn.Module, input_shape: tuple[int, ...], form: str,
                 h.remove()
     infos = []
     for name, m in layers:
+        if name not in sizes:  # never called as a module (nn.MultiheadAttention's out_proj): left as it is
+            continue
         w = m.weight.detach()
         one_by_one = (isinstance(m, nn.Linear) or not isinstance(m, nn.Conv2d)  # Conv1d / Conv3d: svd form
                       or tuple(m.kernel_size) == (1, 1))

@@ -57,7 +57,9 @@ from ...modes import eval_mode
 from ...pruner import (STEP_BN_BATCHES, PruneContext, PruneResult, TargetUnreachable, closest_threshold, finish,
                        rounded_width, run_steps)
 
-SUPPORTED = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm)  # sliced with the channels they normalise
+SUPPORTED = (*CONVS, nn.Linear, *NORMS)
 GROUP_REDUCTIONS = ("sum", "mean", "max")  # how a group's channel score combines its producers' scores
 NORMALIZATIONS = ("mean", "sum", "none")  # how each producer's saliencies are rescaled before they are combined
 
@@ -67,8 +69,11 @@ class ChannelGroup:
     """Coupled channels of one output channel space (`size` channels, indices in the root's order).
 
     producers: (layer name, channel indices in the layer, same channels as group indices) of every
-    Conv2d / Linear whose output channels are removed; norms: BatchNorms sliced with them; consumers:
-    layers whose input channels are removed; min_keep: fewest channels the per-layer cap allows."""
+    Conv1d / 2d / 3d / Linear whose output channels are removed; norms: BatchNorms / LayerNorms sliced with
+    them; consumers: layers whose input channels are removed; min_keep: fewest channels the per-layer cap
+    allows; slots: (layer or parameter name, "out" | "in", indices in it, same channels as group indices) of
+    every tensor dimension the group slices, what the cost table counts (a concatenation maps a group onto a
+    slice of its consumers' inputs; a channel split onto part of the group)."""
 
     root: str
     size: int
@@ -76,60 +81,83 @@ class ChannelGroup:
     norms: list[str]
     consumers: list[str]
     min_keep: int
+    slots: list[tuple[str, str, list[int], list[int]]] = field(default_factory=list)
+
+
+@dataclass
+class _Side:
+    """One dimension of a layer's weights: `fixed` channels no group removes, plus per slot (group number,
+    group indices) the channels a group maps onto it. width = fixed + Σ_slots kept channels among them."""
+
+    fixed: int
+    slots: list[tuple[int, torch.Tensor]] = field(default_factory=list)
+
+    def width(self, masks: list[torch.Tensor]) -> int:
+        return self.fixed + sum(int(masks[k][idx].sum()) for k, idx in self.slots)
 
 
 @dataclass
 class _Cost:
-    """One parametrised layer: params = w_in·w_out·unit (+ w_out bias, or 2·w for an affine BatchNorm);
-    MACs = w_in·w_out·unit·pixels; w_in = in_mult·(kept channels of in_group) or in_fixed, likewise w_out."""
+    """One parametrised tensor owner: params = w_in · w_out · unit (+ w_out bias) for a weight layer ("weight";
+    a depthwise conv: w_out · unit), unit · w_out for a norm or a parameter sliced along one dimension
+    ("vector"); MACs = weight params · output positions."""
 
     name: str
-    kind: str  # "weight" (Conv2d / Linear) | "norm"
-    in_group: int | None
-    in_fixed: int
-    in_mult: int
-    out_group: int | None
-    out_fixed: int
+    kind: str  # "weight" | "depthwise" | "vector"
+    out: _Side
+    inp: _Side | None
     unit: int
     bias: bool
     pixels: int = 0
 
 
 def is_depthwise(module: nn.Module) -> bool:
-    """True for a depthwise Conv2d (groups = in_channels = out_channels > 1): channel i reads only input
-    channel i, so its input and output channels are removed together (torch-pruning couples them)."""
-    return (isinstance(module, nn.Conv2d) and module.groups > 1
+    """True for a depthwise Conv1d / 2d / 3d (groups = in_channels = out_channels > 1): channel i reads only
+    input channel i, so its input and output channels are removed together (torch-pruning couples them)."""
+    return (isinstance(module, CONVS) and module.groups > 1
             and module.groups == module.in_channels == module.out_channels)
 
 
 def check_supported(model: nn.Module) -> None:
-    """Raise ValueError naming the first layer with parameters of its own that channel removal cannot follow:
-    allowed are Conv2d with groups=1 or depthwise (groups = in = out channels), Linear and BatchNorm1d / 2d."""
+    """Raise ValueError naming the first layer the channel pruner cannot slice correctly even when its channels
+    are coupled to others: a grouped convolution (groups other than 1 or depthwise: its groups would have to
+    lose channels equally), a transposed convolution, a LayerNorm over more than one dimension and a GroupNorm
+    (whose channel count must stay a multiple of num_groups). Layers it does not know at all (LSTM, attention)
+    are checked where the dependency graph couples them to channels: such a group is kept whole."""
     for name, m in model.named_modules():
-        if not any(True for _ in m.parameters(recurse=False)):
-            continue
-        if not isinstance(m, SUPPORTED):
-            raise ValueError(f"layer '{name or type(m).__name__}' ({type(m).__name__}) has parameters of its own that "
-                             "the channel pruner cannot follow (supported: Conv2d with groups=1 or depthwise, Linear, "
-                             "BatchNorm1d, BatchNorm2d)")
-        if isinstance(m, nn.Conv2d) and m.groups != 1 and not is_depthwise(m):
-            raise ValueError(f"layer '{name}' (Conv2d, groups={m.groups}, {m.in_channels} -> {m.out_channels}): "
-                             "grouped convolutions are not supported by the channel pruner (supported: groups=1, "
-                             "or depthwise with groups = in_channels = out_channels)")
+        label = f"layer '{name or type(m).__name__}' ({type(m).__name__}"
+        if isinstance(m, nn.modules.conv._ConvTransposeNd):
+            raise ValueError(f"{label}): transposed convolutions are not supported by the channel pruner")
+        if isinstance(m, CONVS) and m.groups != 1 and not is_depthwise(m):
+            raise ValueError(f"{label}, groups={m.groups}, {m.in_channels} -> {m.out_channels}): grouped "
+                             "convolutions are not supported by the channel pruner (supported: groups=1, or depthwise "
+                             "with groups = in_channels = out_channels); prune it with svd / tucker / cp or "
+                             "the magnitude methods")
+        if isinstance(m, nn.LayerNorm) and len(m.normalized_shape) != 1:
+            raise ValueError(f"{label}, normalized_shape={tuple(m.normalized_shape)}): the channel pruner slices "
+                             "LayerNorms over one dimension only")
+        if isinstance(m, nn.GroupNorm) and any(True for _ in m.parameters(recurse=False)):
+            raise ValueError(f"{label}, num_groups={m.num_groups}): its channels must stay a multiple of num_groups, "
+                             "which the channel pruner does not enforce")
 
 
-def _check_indices(name: str, module: nn.Module, out: bool, idxs: list[int], root: str) -> None:
+def _width(module, out: bool) -> int:
+    """Channels of a layer's output (out) or input dimension, as torch-pruning indexes them."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return module.num_features
+    if isinstance(module, nn.LayerNorm):
+        return module.normalized_shape[-1]
+    if is_depthwise(module):  # its input and output channels are the same ones
+        return module.out_channels
+    return module.weight.shape[0] if out else module.weight.shape[1]
+
+
+def _check_indices(name: str, width: int, out: bool, idxs: list[int], root: str, kind: str) -> None:
     """Raise ValueError when the dependency graph maps more channels onto a layer than it has (it followed an
     operation it does not understand, e.g. zero-padding or slicing along the channel dimension)."""
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        width = module.num_features
-    elif is_depthwise(module):  # its input and output channels are the same ones
-        width = module.out_channels
-    else:
-        width = module.weight.shape[0] if out else module.weight.shape[1]
     if idxs and max(idxs) >= width:
         side = "output" if out else "input"
-        raise ValueError(f"layer '{name}' ({type(module).__name__}): the dependency graph couples channel "
+        raise ValueError(f"layer '{name}' ({kind}): the dependency graph couples channel "
                          f"{max(idxs)} of the group rooted at '{root}' to its {width} {side} channels; an operation "
                          "next to it (e.g. zero-padding or slicing along channels) is one torch-pruning cannot "
                          "follow. Replace it (e.g. a 1x1 conv shortcut) to prune this model by channels")
@@ -138,7 +166,12 @@ def _check_indices(name: str, module: nn.Module, out: bool, idxs: list[int], roo
 class ChannelPruner:
     """The coupled channel groups of `model` (traced once on an input of `input_shape`), the closed-form
     parameter / MAC count as a function of the channels kept per group, the global-threshold search and the
-    physical removal. A pruner describes the model as it was when built: after `apply` build a new one."""
+    physical removal. A pruner describes the model as it was when built: after `apply` build a new one.
+
+    A group that the dependency graph couples to a layer the pruner cannot slice (an LSTM, an attention layer,
+    a module of unknown type with parameters) is kept whole: it is not in `groups`, and `frozen` says why
+    ({root: reason}). Parameters outside any layer that the graph couples to channels (ConvNeXt's layer_scale,
+    a ViT's class token) are sliced with them along the dimension torch-pruning picks."""
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], layer_cap: float = 0.9,
                  floors: dict[str, int] | None = None, round_to: int = 1):
@@ -149,14 +182,24 @@ class ChannelPruner:
         self.model, self.input_shape, self.layer_cap, self.applied = model, tuple(input_shape), layer_cap, False
         self.floors = floors or {}  # producer name -> fewest channels its group keeps (from the unpruned model)
         names = {m: n for n, m in model.named_modules()}
+        names.update({p: n for n, p in model.named_parameters()})
         device = next(model.parameters()).device
         with eval_mode(model):  # tracing runs a forward pass: keep BatchNorm running statistics untouched
             self.graph = tp.DependencyGraph().build_dependency(
                 model, example_inputs=torch.zeros(1, *input_shape, device=device), verbose=False)
         head = classifier_of(model)
         self.groups: list[ChannelGroup] = []
-        for g in self.graph.get_all_groups(ignored_layers=[head], root_module_types=(nn.Conv2d, nn.Linear)):
-            self.groups.append(self._describe(g, names))
+        self.frozen: dict[str, str] = {}
+        for g in self.graph.get_all_groups(ignored_layers=[head], root_module_types=(*CONVS, nn.Linear)):
+            described = self._describe(g, names)
+            if isinstance(described, ChannelGroup):
+                self.groups.append(described)
+            else:
+                self.frozen[names[g[0].dep.target.module]] = described
+        if not self.groups:
+            why = "; ".join(f"'{r}': {w}" for r, w in list(self.frozen.items())[:3])
+            raise ValueError(f"model: no channel group the channel pruner can remove (the classifier's inputs and "
+                             f"outputs stay){'; kept whole: ' + why if why else ''}")
         self._costs = self._cost_table(names, input_shape)
         full = self.cost({gr.root: gr.size for gr in self.groups})
         dense = sum(p.numel() for p in model.parameters())
@@ -164,62 +207,80 @@ class ChannelPruner:
             raise ValueError(f"model: the channel pruner accounts for {full[0]} of {dense} parameters; a layer it "
                              "does not understand holds the rest")
 
-    def _describe(self, group, names: dict) -> ChannelGroup:
-        """ChannelGroup of a torch-pruning group: sort its items into producers, norms and consumers."""
-        producers, norms, consumers = [], [], []
+    def _describe(self, group, names: dict) -> ChannelGroup | str:
+        """ChannelGroup of a torch-pruning group (its items sorted into producers, norms, consumers and the
+        slots of every sliced tensor), or why it is kept whole (a coupled layer the pruner cannot slice)."""
+        producers, norms, consumers, slots = [], [], [], []
+        root = names[group[0].dep.target.module]
         for item in group:
             module, handler = item.dep.target.module, item.dep.handler
-            if isinstance(module, nn.Parameter):
-                raise ValueError("model: a parameter outside any supported layer is coupled to the channels of "
-                                 f"'{names[group[0].dep.target.module]}'; the channel pruner cannot follow it")
             if module not in names:  # torch-pruning's own operator nodes (add, reshape, concat): nothing to slice
                 continue
             name = names[module]
-            if isinstance(module, SUPPORTED):
-                _check_indices(name, module, handler == self.graph.get_pruner_of_module(module).prune_out_channels,
-                               item.idxs, names[group[0].dep.target.module])
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            if isinstance(module, nn.Parameter):
+                if module.dim() > 0:
+                    slots.append((name, "out", list(item.idxs), list(item.root_idxs)))
+                continue
+            if not any(True for _ in module.parameters(recurse=False)):
+                continue
+            if not isinstance(module, SUPPORTED):
+                return f"coupled to layer '{name}' ({type(module).__name__}), which the channel pruner cannot slice"
+            out = handler == self.graph.get_pruner_of_module(module).prune_out_channels
+            _check_indices(name, _width(module, out), out, item.idxs, root, type(module).__name__)
+            if isinstance(module, NORMS):
                 norms.append(name)
-            elif isinstance(module, (nn.Conv2d, nn.Linear)):
-                pruner = self.graph.get_pruner_of_module(module)
-                if handler == pruner.prune_out_channels:  # a depthwise conv's in- and out-handlers are this one
-                    if all(n != name for n, _, _ in producers):
-                        producers.append((name, list(item.idxs), list(item.root_idxs)))
-                else:
-                    consumers.append(name)
-            elif any(True for _ in module.parameters(recurse=False)):
-                raise ValueError(f"layer '{name}' ({type(module).__name__}) is coupled to pruned channels but the "
-                                 "channel pruner cannot slice it")
-        root = names[group[0].dep.target.module]
+            elif out:  # a depthwise conv's in- and out-handlers are this one
+                if all(n != name for n, _, _ in producers):
+                    producers.append((name, list(item.idxs), list(item.root_idxs)))
+            else:
+                consumers.append(name)
+            side = "out" if out or isinstance(module, NORMS) or is_depthwise(module) else "in"
+            if all(not (n == name and sd == side) for n, sd, _, _ in slots):
+                slots.append((name, side, list(item.idxs), list(item.root_idxs)))
         size = len(group[0].idxs)
         min_keep = self.rounded(max([1, math.ceil((1 - self.layer_cap) * size - 1e-9)] +
                                     [self.floors[n] for n, _, _ in producers if n in self.floors]), size)
-        return ChannelGroup(root, size, producers, sorted(set(norms)), sorted(set(consumers)), min_keep)
+        return ChannelGroup(root, size, producers, sorted(set(norms)), sorted(set(consumers)), min_keep, slots)
 
     def _cost_table(self, names: dict, input_shape: tuple[int, ...]) -> list[_Cost]:
-        """One _Cost per Conv2d / Linear / BatchNorm, linked to the groups that set its widths."""
-        out_of, in_of = {}, {}
+        """One _Cost per parametrised layer and per parameter outside the known layers, each dimension linked
+        to the group slots that set its width."""
+        slots: dict[tuple[str, str], list[tuple[int, torch.Tensor]]] = {}
         for k, g in enumerate(self.groups):
-            for n, _, _ in g.producers:
-                out_of[n] = k
-            for n in g.norms:
-                out_of[n] = k
-            for n in g.consumers:
-                in_of[n] = k
-        weights = [n for n, m in self.model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+            for n, side, _, root_idxs in g.slots:
+                slots.setdefault((n, side), []).append((k, torch.tensor(root_idxs, dtype=torch.long)))
+
+        def side(name: str, which: str, width: int) -> _Side:
+            found = slots.get((name, which), [])
+            return _Side(width - sum(len(idx) for _, idx in found), found)
+
+        weights = [n for n, m in self.model.named_modules() if isinstance(m, (*CONVS, nn.Linear))]
         pixels = {n: out for n, (_, out) in layer_pixels(self.model, weights, input_shape).items()}
         costs = []
         for name, m in self.model.named_modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
+            own = dict(m.named_parameters(recurse=False))
+            if isinstance(m, (*CONVS, nn.Linear)):
                 c_in, c_out = m.weight.shape[1], m.weight.shape[0]  # a depthwise conv: c_in = 1 per group
-                gi, go = (None if is_depthwise(m) else in_of.get(name)), out_of.get(name)
-                mult = c_in // self.groups[gi].size if gi is not None else 1
                 unit = m.weight[0, 0].numel()
-                costs.append(_Cost(name, "weight", gi, c_in, mult, go, c_out, unit, m.bias is not None, pixels[name]))
-            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-                costs.append(_Cost(name, "norm", None, 0, 1, out_of.get(name), m.num_features, 2 if m.affine else 0,
-                                   False))
+                kind = "depthwise" if is_depthwise(m) else "weight"
+                costs.append(_Cost(name, kind, side(name, "out", c_out), side(name, "in", c_in), unit,
+                                   m.bias is not None, pixels.get(name, 0)))
+                own = {k: v for k, v in own.items() if k not in ("weight", "bias")}
+            elif isinstance(m, NORMS) and own:
+                width = _width(m, True)
+                costs.append(_Cost(name, "vector", side(name, "out", width), None,
+                                   sum(p.numel() for p in own.values()) // width, False))
+                own = {}
+            for pname, p in own.items():  # parameters outside the known layers: sliced along one dimension
+                full = f"{name}.{pname}" if name else pname
+                found = slots.get((full, "out"), [])
+                width = p.shape[self._param_dim(p)] if found else 1
+                costs.append(_Cost(full, "vector", side(full, "out", width), None, p.numel() // width, False))
         return costs
+
+    def _param_dim(self, p: nn.Parameter) -> int:
+        """The dimension torch-pruning slices a parameter along (its graph node's pruning_dim)."""
+        return self.graph.module2node[p].pruning_dim % p.dim()
 
     def rounded(self, count: int, size: int) -> int:
         """`count` channels of a group of `size` rounded by this pruner's round_to (`rounded_width`)."""
@@ -234,16 +295,22 @@ class ChannelPruner:
         """Names of every Conv2d / Linear whose output channels can be removed."""
         return [n for g in self.groups for n, _, _ in g.producers]
 
-    def cost(self, kept: dict[str, int]) -> tuple[int, int]:
-        """(parameters, MACs per example) of the model with kept[root] channels in each group (others intact)."""
-        counts = [kept.get(g.root, g.size) for g in self.groups]
+    def cost(self, kept: dict[str, Any]) -> tuple[int, int]:
+        """(parameters, MACs per example) of the model keeping kept[root] of each group's channels (an index
+        tensor or list, or a count k: channels 0..k-1); groups not in `kept` stay whole."""
+        masks = []
+        for g in self.groups:
+            mask = torch.zeros(g.size, dtype=torch.bool)
+            keep = kept.get(g.root, g.size)
+            mask[torch.arange(keep) if isinstance(keep, int) else torch.as_tensor(keep, dtype=torch.long)] = True
+            masks.append(mask)
         params = macs = 0
         for c in self._costs:
-            w_out = counts[c.out_group] if c.out_group is not None else c.out_fixed
-            if c.kind == "norm":
+            w_out = c.out.width(masks)
+            if c.kind == "vector":
                 params += c.unit * w_out
                 continue
-            w_in = c.in_mult * counts[c.in_group] if c.in_group is not None else c.in_fixed
+            w_in = 1 if c.kind == "depthwise" else c.inp.width(masks)
             weights = w_in * w_out * c.unit
             params += weights + (w_out if c.bias else 0)
             macs += weights * c.pixels
@@ -302,12 +369,16 @@ class ChannelPruner:
         values = torch.cat([s for s in scores.values()]).unique()
         values = values[values != math.inf]  # +inf: a group kept whole (group_scores' keep_unscored)
         candidates = [-math.inf] + values.tolist()
-        removed = lambda t: 1.0 - self.cost(self.kept_counts(scores, t))[0] / base_params  # noqa: E731
+        order = {r: torch.argsort(s, descending=True, stable=True) for r, s in scores.items()}
+        removed = lambda t: 1.0 - self.cost({r: order[r][:k] for r, k in  # noqa: E731
+                                            self.kept_counts(scores, t).items()})[0] / base_params
         threshold, got = closest_threshold(candidates, removed, target)
         if strict and abs(got - target) > TOLERANCE:
+            whole = (f"; groups kept whole: {len(self.frozen)}, e.g. '{next(iter(self.frozen))}': "
+                     f"{next(iter(self.frozen.values()))}" if self.frozen else "")
             raise TargetUnreachable(f"target: {target:.3f} cannot be reached within {TOLERANCE:.0%} (closest "
                                     f"{got:.3f}; layer_cap {self.layer_cap} keeps at least "
-                                    f"{1 - self.layer_cap:.0%} of every group's channels)", closest=got)
+                                    f"{1 - self.layer_cap:.0%} of every group's channels{whole})", closest=got)
         return threshold, got
 
     def layer_widths(self, kept: dict[str, int]) -> dict[str, int]:
@@ -330,7 +401,22 @@ class ChannelPruner:
                                                      drop)
                 group.prune()
         self.applied = True
+        self._check_forward()
         return self.model
+
+    @torch.no_grad()
+    def _check_forward(self) -> None:
+        """Run the pruned model once; ValueError if it fails. The dependency graph follows additions,
+        concatenations and splits, but not an operation that reshapes the channel dimension into groups (a
+        channel shuffle: view(N, g, C/g, H, W)); such a model is left broken, so prune a copy
+        (pruning_lib.prune does)."""
+        try:
+            with eval_mode(self.model):
+                self.model(torch.zeros(1, *self.input_shape, device=next(self.model.parameters()).device))
+        except RuntimeError as e:
+            raise ValueError(f"model: its forward pass fails after channel removal ({str(e).splitlines()[0]}): an "
+                             "operation reshapes the channel dimension (e.g. a channel shuffle) in a way the "
+                             "dependency graph does not follow; prune it with the low-rank or magnitude methods") from e
 
 
 @dataclass

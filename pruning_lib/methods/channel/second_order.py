@@ -89,14 +89,18 @@ def obs_factors(model: nn.Module, names: list[str], loader, num_batches: int = 4
                 damping: float = 1e-2, max_factor: int | None = MAX_FACTOR,
                 too_large: dict[str, str] | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """Per named layer: the damped im2col K-FAC factors A, G (compute_kfac, then relative `damp`) and their inverses
-    A_inv, G_inv (float64). A layer whose factor side exceeds `max_factor` gets none; it is added to the dict
-    `too_large` (if given) with the reason."""
+    A_inv, G_inv (float64). A layer whose factor side exceeds `max_factor`, or with a zero factor (no gradient
+    reaches it), gets none; it is added to the dict `too_large` (if given) with the reason."""
     kfac = compute_kfac(model, loader, form="im2col", fisher=fisher, num_batches=num_batches, layers=names,
                         max_factor=max_factor)
     if too_large is not None:
         too_large.update(kfac.too_large)
     out = {}
     for n in (n for n in names if n in kfac):
+        if not (kfac[n].A.abs().max() > 0 and kfac[n].G.abs().max() > 0):  # relative damping of 0 is 0: no inverse
+            if too_large is not None:
+                too_large[n] = "zero K-FAC factor: no gradient reaches the layer (e.g. a zero-initialised head)"
+            continue
         A, G = damp(kfac[n].A, damping, "relative"), damp(kfac[n].G, damping, "relative")
         out[n] = {"A": A, "G": G, "A_inv": torch.linalg.inv(A), "G_inv": torch.linalg.inv(G)}
     return out
