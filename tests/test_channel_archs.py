@@ -56,7 +56,7 @@ def _zero_slices(model: nn.Module, pruner: ch.ChannelPruner, drop: dict[str, lis
                     continue
                 if name in params:
                     p = params[name]
-                    p.index_fill_(pruner._param_dim(p), torch.tensor(rows), 0.0)
+                    p.index_fill_(pruner.param_dim(p), torch.tensor(rows), 0.0)
                     continue
                 for p in modules[name].parameters(recurse=False):
                     p[rows] = 0

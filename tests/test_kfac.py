@@ -280,3 +280,41 @@ def test_one_example_exact_fisher_of_the_classifier_is_g_kron_a():
     lf = compute_kfac(model, dl, fisher="exact", num_batches=1, layers=["6"])["6"]
     dense, idx = dense_fisher(model, x), _block_index(model, "6")
     assert rel(torch.kron(lf.G, lf.A), dense[idx][:, idx]) < 1e-10
+
+
+class TokenMixer(nn.Module):
+    """A Linear layer applied to every token of (N, T, D) inputs, mean over tokens, a Linear head; or the same
+    computation as a 1x1 Conv2d over a (N, D, 1, T) image (`as_conv`)."""
+
+    def __init__(self, as_conv: bool):
+        super().__init__()
+        self.as_conv = as_conv
+        self.mix = nn.Conv2d(5, 6, 1) if as_conv else nn.Linear(5, 6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        if self.as_conv:
+            return self.head(torch.tanh(self.mix(x.transpose(1, 2).unsqueeze(2))).mean((2, 3)))
+        return self.head(torch.tanh(self.mix(x)).mean(1))
+
+
+@pytest.mark.parametrize("form", ["channel_patch", "im2col"])
+def test_linear_on_tokens_takes_the_expand_form_of_a_1x1_conv(form):
+    """K-FAC's "expand" form (Eschenhagen et al. 2023) for a Linear layer on (N, T, D): tokens count as positions,
+    so its factors, EKFAC moments and exact Fisher equal those of the same map written as a 1x1 conv over T pixels."""
+    torch.manual_seed(0)
+    linear = TokenMixer(as_conv=False).double()
+    conv = TokenMixer(as_conv=True).double()
+    with torch.no_grad():
+        conv.mix.weight.copy_(linear.mix.weight[:, :, None, None])
+        conv.mix.bias.copy_(linear.mix.bias)
+        conv.head.load_state_dict(linear.head.state_dict())
+    x = torch.randn(12, 7, 5, dtype=torch.float64)
+    loader = DataLoader(TensorDataset(x, torch.randint(0, 3, (12,))), batch_size=4)
+    kl = compute_kfac(linear, loader, form=form, fisher="exact", num_batches=3)
+    kc = compute_kfac(conv, loader, form=form, fisher="exact", num_batches=3)
+    for name in ("mix", "head"):
+        assert rel(kl[name].A, kc[name].A) <= 1e-10 and rel(kl[name].G, kc[name].G) <= 1e-10
+    el = ekfac_correction(linear, kl, loader, num_examples=12, fisher="exact")
+    ec = ekfac_correction(conv, kc, loader, num_examples=12, fisher="exact")
+    assert rel(el["mix"], ec["mix"]) <= 1e-10

@@ -56,10 +56,9 @@ from ...models import classifier_of
 from ...modes import eval_mode
 from ...pruner import (STEP_BN_BATCHES, PruneContext, PruneResult, TargetUnreachable, closest_threshold, finish,
                        rounded_width, run_steps)
+from .costs import LayerCost, Side, total_cost
+from .layers import CONVS, NORMS, SUPPORTED, check_indices, check_supported, is_depthwise, width_of
 
-CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm)  # sliced with the channels they normalise
-SUPPORTED = (*CONVS, nn.Linear, *NORMS)
 GROUP_REDUCTIONS = ("sum", "mean", "max")  # how a group's channel score combines its producers' scores
 NORMALIZATIONS = ("mean", "sum", "none")  # how each producer's saliencies are rescaled before they are combined
 
@@ -82,85 +81,6 @@ class ChannelGroup:
     consumers: list[str]
     min_keep: int
     slots: list[tuple[str, str, list[int], list[int]]] = field(default_factory=list)
-
-
-@dataclass
-class _Side:
-    """One dimension of a layer's weights: `fixed` channels no group removes, plus per slot (group number,
-    group indices) the channels a group maps onto it. width = fixed + Σ_slots kept channels among them."""
-
-    fixed: int
-    slots: list[tuple[int, torch.Tensor]] = field(default_factory=list)
-
-    def width(self, masks: list[torch.Tensor]) -> int:
-        return self.fixed + sum(int(masks[k][idx].sum()) for k, idx in self.slots)
-
-
-@dataclass
-class _Cost:
-    """One parametrised tensor owner: params = w_in · w_out · unit (+ w_out bias) for a weight layer ("weight";
-    a depthwise conv: w_out · unit), unit · w_out for a norm or a parameter sliced along one dimension
-    ("vector"); MACs = weight params · output positions."""
-
-    name: str
-    kind: str  # "weight" | "depthwise" | "vector"
-    out: _Side
-    inp: _Side | None
-    unit: int
-    bias: bool
-    pixels: int = 0
-
-
-def is_depthwise(module: nn.Module) -> bool:
-    """True for a depthwise Conv1d / 2d / 3d (groups = in_channels = out_channels > 1): channel i reads only
-    input channel i, so its input and output channels are removed together (torch-pruning couples them)."""
-    return (isinstance(module, CONVS) and module.groups > 1
-            and module.groups == module.in_channels == module.out_channels)
-
-
-def check_supported(model: nn.Module) -> None:
-    """Raise ValueError naming the first layer the channel pruner cannot slice correctly even when its channels
-    are coupled to others: a grouped convolution (groups other than 1 or depthwise: its groups would have to
-    lose channels equally), a transposed convolution, a LayerNorm over more than one dimension and a GroupNorm
-    (whose channel count must stay a multiple of num_groups). Layers it does not know at all (LSTM, attention)
-    are checked where the dependency graph couples them to channels: such a group is kept whole."""
-    for name, m in model.named_modules():
-        label = f"layer '{name or type(m).__name__}' ({type(m).__name__}"
-        if isinstance(m, nn.modules.conv._ConvTransposeNd):
-            raise ValueError(f"{label}): transposed convolutions are not supported by the channel pruner")
-        if isinstance(m, CONVS) and m.groups != 1 and not is_depthwise(m):
-            raise ValueError(f"{label}, groups={m.groups}, {m.in_channels} -> {m.out_channels}): grouped "
-                             "convolutions are not supported by the channel pruner (supported: groups=1, or depthwise "
-                             "with groups = in_channels = out_channels); prune it with svd / tucker / cp or "
-                             "the magnitude methods")
-        if isinstance(m, nn.LayerNorm) and len(m.normalized_shape) != 1:
-            raise ValueError(f"{label}, normalized_shape={tuple(m.normalized_shape)}): the channel pruner slices "
-                             "LayerNorms over one dimension only")
-        if isinstance(m, nn.GroupNorm) and any(True for _ in m.parameters(recurse=False)):
-            raise ValueError(f"{label}, num_groups={m.num_groups}): its channels must stay a multiple of num_groups, "
-                             "which the channel pruner does not enforce")
-
-
-def _width(module, out: bool) -> int:
-    """Channels of a layer's output (out) or input dimension, as torch-pruning indexes them."""
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return module.num_features
-    if isinstance(module, nn.LayerNorm):
-        return module.normalized_shape[-1]
-    if is_depthwise(module):  # its input and output channels are the same ones
-        return module.out_channels
-    return module.weight.shape[0] if out else module.weight.shape[1]
-
-
-def _check_indices(name: str, width: int, out: bool, idxs: list[int], root: str, kind: str) -> None:
-    """Raise ValueError when the dependency graph maps more channels onto a layer than it has (it followed an
-    operation it does not understand, e.g. zero-padding or slicing along the channel dimension)."""
-    if idxs and max(idxs) >= width:
-        side = "output" if out else "input"
-        raise ValueError(f"layer '{name}' ({kind}): the dependency graph couples channel "
-                         f"{max(idxs)} of the group rooted at '{root}' to its {width} {side} channels; an operation "
-                         "next to it (e.g. zero-padding or slicing along channels) is one torch-pruning cannot "
-                         "follow. Replace it (e.g. a 1x1 conv shortcut) to prune this model by channels")
 
 
 class ChannelPruner:
@@ -226,7 +146,7 @@ class ChannelPruner:
             if not isinstance(module, SUPPORTED):
                 return f"coupled to layer '{name}' ({type(module).__name__}), which the channel pruner cannot slice"
             out = handler == self.graph.get_pruner_of_module(module).prune_out_channels
-            _check_indices(name, _width(module, out), out, item.idxs, root, type(module).__name__)
+            check_indices(name, width_of(module, out), out, item.idxs, root, type(module).__name__)
             if isinstance(module, NORMS):
                 norms.append(name)
             elif out:  # a depthwise conv's in- and out-handlers are this one
@@ -242,17 +162,17 @@ class ChannelPruner:
                                     [self.floors[n] for n, _, _ in producers if n in self.floors]), size)
         return ChannelGroup(root, size, producers, sorted(set(norms)), sorted(set(consumers)), min_keep, slots)
 
-    def _cost_table(self, names: dict, input_shape: tuple[int, ...]) -> list[_Cost]:
-        """One _Cost per parametrised layer and per parameter outside the known layers, each dimension linked
+    def _cost_table(self, names: dict, input_shape: tuple[int, ...]) -> list[LayerCost]:
+        """One LayerCost per parametrised layer and per parameter outside the known layers, each dimension linked
         to the group slots that set its width."""
         slots: dict[tuple[str, str], list[tuple[int, torch.Tensor]]] = {}
         for k, g in enumerate(self.groups):
             for n, side, _, root_idxs in g.slots:
                 slots.setdefault((n, side), []).append((k, torch.tensor(root_idxs, dtype=torch.long)))
 
-        def side(name: str, which: str, width: int) -> _Side:
+        def side(name: str, which: str, width: int) -> Side:
             found = slots.get((name, which), [])
-            return _Side(width - sum(len(idx) for _, idx in found), found)
+            return Side(width - sum(len(idx) for _, idx in found), found)
 
         weights = [n for n, m in self.model.named_modules() if isinstance(m, (*CONVS, nn.Linear))]
         pixels = {n: out for n, (_, out) in layer_pixels(self.model, weights, input_shape).items()}
@@ -263,22 +183,22 @@ class ChannelPruner:
                 c_in, c_out = m.weight.shape[1], m.weight.shape[0]  # a depthwise conv: c_in = 1 per group
                 unit = m.weight[0, 0].numel()
                 kind = "depthwise" if is_depthwise(m) else "weight"
-                costs.append(_Cost(name, kind, side(name, "out", c_out), side(name, "in", c_in), unit,
+                costs.append(LayerCost(name, kind, side(name, "out", c_out), side(name, "in", c_in), unit,
                                    m.bias is not None, pixels.get(name, 0)))
                 own = {k: v for k, v in own.items() if k not in ("weight", "bias")}
             elif isinstance(m, NORMS) and own:
-                width = _width(m, True)
-                costs.append(_Cost(name, "vector", side(name, "out", width), None,
+                width = width_of(m, True)
+                costs.append(LayerCost(name, "vector", side(name, "out", width), None,
                                    sum(p.numel() for p in own.values()) // width, False))
                 own = {}
             for pname, p in own.items():  # parameters outside the known layers: sliced along one dimension
                 full = f"{name}.{pname}" if name else pname
                 found = slots.get((full, "out"), [])
-                width = p.shape[self._param_dim(p)] if found else 1
-                costs.append(_Cost(full, "vector", side(full, "out", width), None, p.numel() // width, False))
+                width = p.shape[self.param_dim(p)] if found else 1
+                costs.append(LayerCost(full, "vector", side(full, "out", width), None, p.numel() // width, False))
         return costs
 
-    def _param_dim(self, p: nn.Parameter) -> int:
+    def param_dim(self, p: nn.Parameter) -> int:
         """The dimension torch-pruning slices a parameter along (its graph node's pruning_dim)."""
         return self.graph.module2node[p].pruning_dim % p.dim()
 
@@ -304,17 +224,7 @@ class ChannelPruner:
             keep = kept.get(g.root, g.size)
             mask[torch.arange(keep) if isinstance(keep, int) else torch.as_tensor(keep, dtype=torch.long)] = True
             masks.append(mask)
-        params = macs = 0
-        for c in self._costs:
-            w_out = c.out.width(masks)
-            if c.kind == "vector":
-                params += c.unit * w_out
-                continue
-            w_in = 1 if c.kind == "depthwise" else c.inp.width(masks)
-            weights = w_in * w_out * c.unit
-            params += weights + (w_out if c.bias else 0)
-            macs += weights * c.pixels
-        return params, macs
+        return total_cost(self._costs, masks)
 
     def group_scores(self, layer_scores: dict[str, torch.Tensor], normalize: str = "none",
                      reduce: str = "sum", keep_unscored: bool = False) -> dict[str, torch.Tensor]:

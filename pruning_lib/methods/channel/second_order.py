@@ -41,7 +41,8 @@ from ...curvature.fisher import FISHERS
 from ...curvature.kfac import MAX_FACTOR
 from ...curvature.quadratic import kfac_quadratic_form
 from ...pruner import PruneContext, PruneResult
-from .groups import GROUP_REDUCTIONS, NORMALIZATIONS, ChannelPruner, Selection, is_depthwise, run_channel_method
+from .groups import GROUP_REDUCTIONS, NORMALIZATIONS, ChannelPruner, Selection, run_channel_method
+from .layers import is_depthwise
 
 SALIENCIES = ("diag", "kron")
 
