@@ -25,7 +25,7 @@ from ...curvature.damping import damp
 from ...curvature.kfac import MAX_FACTOR
 from ...metrics import layer_pixels
 from ...models import classifier_of
-from .rebuild import EigenBottleneck, EigenPair, collapse_pairs, is_pair_layer, scored_weight
+from .rebuild import EigenBottleneck, EigenPair, collapse_pairs, is_pair_layer, is_pointwise, scored_weight
 
 
 @dataclass
@@ -140,11 +140,12 @@ def require_prunable(model: nn.Module, names: list[str], include_classifier: boo
 
 
 def layer_scores(module: nn.Module, name: str, bases: tuple[torch.Tensor, ...],
-                 pixels: tuple[int, int] = (1, 1)) -> LayerScores:
+                 pixels: tuple[int, int] = (1, 1), pointwise_pairs: bool = False) -> LayerScores:
     """Rotate the (core) weight of `module` into the eigenbasis `bases` = (eig_A, Q_A, eig_G, Q_G) of its
     weight block (A over input channels, no bias coordinate) and score every input / output direction, with
     the eigenvalues floored (`floored`) so that directions of zero estimated curvature do not tie. An EigenPair
-    is scored as the Linear it applies (W = second.W · first.W, bases of that outer layer)."""
+    is scored as the layer it applies (W = second.W · first.W, bases of that outer layer). `pair`: a Linear layer
+    or an EigenPair, and with `pointwise_pairs` a 1x1 Conv2d too, is costed and rebuilt as a rank-r pair."""
     eig_A, Q_A, eig_G, Q_G = bases
     w_star = rotate(scored_weight(module), Q_A, Q_G)
     score_in, score_out = direction_scores(w_star, *(floored(e.to(w_star.dtype)) for e in (eig_A, eig_G)))
@@ -158,7 +159,7 @@ def layer_scores(module: nn.Module, name: str, bases: tuple[torch.Tensor, ...],
     ls = LayerScores(name=name, c_in=c_in, c_out=c_out, kernel=w_star.shape[2], bias=outer_out.bias is not None,
                      in_pixels=pixels[0], out_pixels=pixels[1], params=params, macs=0, weight_star=w_star,
                      eig_A=eig_A, Q_A=Q_A, eig_G=eig_G, Q_G=Q_G, score_in=score_in, score_out=score_out,
-                     pair=is_pair_layer(module))
+                     pair=is_pair_layer(module) or (pointwise_pairs and is_pointwise(module)))
     if isinstance(module, EigenBottleneck):
         ls.macs = replace(ls, pair=False).factored_cost(*ls.ranks)[1]
     elif isinstance(module, EigenPair):
@@ -192,12 +193,13 @@ def ekfac_scores(ls: LayerScores, moments: torch.Tensor) -> LayerScores:
 
 def score_model(model: nn.Module, loader, names: list[str], input_shape: tuple[int, ...], *, fisher: str = "true",
                 num_batches: int = 4, max_factor: int | None = MAX_FACTOR, reasons: dict[str, str] | None = None,
-                factors: dict | None = None, plain: nn.Module | None = None) -> tuple[list[LayerScores], list[str]]:
+                factors: dict | None = None, plain: nn.Module | None = None,
+                pointwise_pairs: bool = False) -> tuple[list[LayerScores], list[str]]:
     """Channel-patch K-FAC of the named layers (of their cores when already factored as EigenBottlenecks; of
     the Linear an EigenPair applies, on `plain` = rebuild.collapse_pairs(model, names), made here if not given),
     their eigenbases and direction scores. Returns (scores per layer, layers K-FAC skipped); a layer with a
     factor side above `max_factor` is skipped, and why is added to `reasons` (if given); `factors` (if given)
-    receives {layer: its LayerKFAC} (modules of `plain`)."""
+    receives {layer: its LayerKFAC} (modules of `plain`); `pointwise_pairs`: 1x1 convs become rank-r pairs."""
     modules = dict(model.named_modules())
     plain = collapse_pairs(model, names) if plain is None else plain
     kfac_names = {n: (f"{n}.core" if isinstance(modules[n], EigenBottleneck) else n) for n in names}
@@ -210,4 +212,5 @@ def score_model(model: nn.Module, loader, names: list[str], input_shape: tuple[i
     if factors is not None:
         factors.update({n: kfac[kfac_names[n]] for n in kept})
     pixels = layer_pixels(plain, kept, input_shape)
-    return [layer_scores(modules[n], n, kfac[kfac_names[n]].weight_eig(), pixels[n]) for n in kept], skipped
+    return [layer_scores(modules[n], n, kfac[kfac_names[n]].weight_eig(), pixels[n], pointwise_pairs)
+            for n in kept], skipped

@@ -39,7 +39,9 @@ class EigenOptions:
     num_batches  batches for K-FAC and for BatchNorm re-estimation between steps;  steps  pruning steps (1: one
     shot);  layer_cap  the largest fraction of a layer's directions removed;  freeze_rotations  rotations not
     trained in fine-tuning;  round_to  kept ranks multiples of it (or the whole width);  max_factor  layers with
-    a K-FAC factor side above it are skipped."""
+    a K-FAC factor side above it are skipped;  pointwise_pairs  rebuild 1x1 convs as rank-r pairs, r·(C_in + C_out)
+    parameters, like Linear layers, instead of 1x1 -> core -> 1x1 (off: the CNN benchmarks were measured with
+    bottlenecks; MobileNetV2 / EfficientNet need it to reach 50 %)."""
 
     include_classifier: bool = False
     fisher: str = "true"
@@ -49,6 +51,7 @@ class EigenOptions:
     freeze_rotations: bool = False
     round_to: int = 1
     max_factor: int = MAX_FACTOR
+    pointwise_pairs: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -105,7 +108,8 @@ def eigendamage(model: nn.Module, loader, target: float, input_shape: tuple[int,
     def step(k: int, goal: float) -> None:
         t0 = time.perf_counter()
         layers, skipped = score_model(model, loader, names, input_shape, fisher=o.fisher, num_batches=o.num_batches,
-                                      max_factor=o.max_factor, reasons=info["skip_reasons"])
+                                      max_factor=o.max_factor, reasons=info["skip_reasons"],
+                                      pointwise_pairs=o.pointwise_pairs)
         info["kfac_seconds"] += time.perf_counter() - t0
         threshold, got = search_threshold(layers, goal, o.layer_cap, current_params=count_params(model),
                                           base_params=base_params, target_kind=target_kind, round_to=o.round_to)

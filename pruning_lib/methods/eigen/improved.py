@@ -55,13 +55,15 @@ EIGENVALUES = ("kfac", "ekfac")
 
 def score_layers(model: nn.Module, loader, names: list[str], input_shape: tuple[int, ...], *, eigenvalues: str,
                  num_examples: int, fisher: str, num_batches: int, max_factor: int | None = MAX_FACTOR,
-                 reasons: dict[str, str] | None = None) -> tuple[list[LayerScores], list[str], dict]:
+                 reasons: dict[str, str] | None = None,
+                 pointwise_pairs: bool = False) -> tuple[list[LayerScores], list[str], dict]:
     """basis.score_model (K-FAC of the layers or their cores, eigenbases, direction scores; skipped layers
     and why), EKFAC-corrected if asked. Returns (scores, layers skipped, {layer: its LayerKFAC})."""
     factors: dict = {}
     plain = collapse_pairs(model, names)  # EigenPairs as the Linear they apply (the model itself when none)
     layers, skipped = score_model(model, loader, names, input_shape, fisher=fisher, num_batches=num_batches,
-                                  max_factor=max_factor, reasons=reasons, factors=factors, plain=plain)
+                                  max_factor=max_factor, reasons=reasons, factors=factors, plain=plain,
+                                  pointwise_pairs=pointwise_pairs)
     if eigenvalues == "ekfac":  # keyed by the outer layer's name; the hooks go on the module K-FAC covered
         moments = ekfac_correction(plain, KFAC(factors, [], "channel_patch"), loader, num_examples, fisher,
                                    weight_only=True)
@@ -174,7 +176,7 @@ def prune_improved_eigendamage(model: nn.Module, ctx: PruneContext, target: floa
         layers, skipped, factors = score_layers(model, ctx.loader, names, ctx.input_shape, eigenvalues=eigenvalues,
                                                 num_examples=num_examples, fisher=o.fisher,
                                                 num_batches=o.num_batches, max_factor=o.max_factor,
-                                                reasons=info["skip_reasons"])
+                                                reasons=info["skip_reasons"], pointwise_pairs=o.pointwise_pairs)
         info["seconds_scores"] += time.perf_counter() - t0
         layers = [budgeted(ls, budget) for ls in layers]
         if subspace == "whitened" and any(isinstance(model.get_submodule(n), EigenBottleneck) for n in factors):

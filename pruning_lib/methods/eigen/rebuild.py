@@ -5,9 +5,10 @@ padding / dilation) -> rot_out (1x1, Q_G', original bias): its output width is u
 residual paths are untouched. A layer factored before is re-factored in place of its core, its rotations
 merged, so it stays one 1x1 -> core -> 1x1 however often it is pruned.
 
-A pruned Linear layer (current scope: nn.Linear only; every convolution, 1x1 included, keeps the bottleneck
-form above, so CNN results are unchanged) becomes an EigenPair: the same three factors Q_G' W*' Q_A'ᵀ with the
-core folded into the side of larger rank, first (C_in -> r, no bias) -> second (r -> C_out, original bias),
+A pruned Linear layer (and, with the eigen option `pointwise_pairs`, a 1x1 Conv2d: off by default, so the CNN
+results measured with bottlenecks stay reproducible) becomes an EigenPair: the same three factors Q_G' W*' Q_A'ᵀ
+with the core folded into the side of larger rank, first (C_in -> r, no bias; a conv's stride and padding) ->
+second (r -> C_out, original bias),
 r = min(r_in, r_out). It computes exactly the bottleneck's function (DESIGN.md §7) and costs r·(C_in + C_out)
 (+ C_out bias) instead of C_in·r_in + r_in·r_out + r_out·C_out. A pair is re-scored as the plain Linear it
 applies (`collapse_pairs`) and rebuilt from scratch, so it stays one pair however often it is pruned.
@@ -36,21 +37,27 @@ class EigenBottleneck(nn.Sequential):
 
 
 class EigenPair(nn.Sequential):
-    """A Linear layer rebuilt as a rank-r pair: first (Linear C_in -> r, no bias), second (Linear r -> C_out,
-    the original bias). Output = second.W · first.W · x + b; one of the two factors is a pure rotation
-    (Q_A'ᵀ or Q_G'), the other carries the folded core."""
+    """A Linear (or 1x1 Conv2d) layer rebuilt as a rank-r pair: first (C_in -> r, no bias; a conv's stride and
+    padding), second (r -> C_out, the original bias), both Linear or both 1x1 Conv2d. Output = second.W ·
+    first.W · x + b; one of the two factors is a pure rotation (Q_A'ᵀ or Q_G'), the other carries the folded
+    core."""
 
-    def __init__(self, first: nn.Linear, second: nn.Linear):
+    def __init__(self, first: nn.Module, second: nn.Module):
         super().__init__(OrderedDict(first=first, second=second))
 
     @property
     def rank(self) -> int:
-        return self.first.out_features
+        return self.first.weight.shape[0]
 
 
 def pair_weight(pair: EigenPair) -> torch.Tensor:
     """The (C_out, C_in) weight a pair applies: second.W · first.W (detached)."""
-    return (pair.second.weight @ pair.first.weight).detach()
+    return (pair.second.weight.flatten(1) @ pair.first.weight.flatten(1)).detach()
+
+
+def is_pointwise(module: nn.Module) -> bool:
+    """A 1x1 Conv2d with groups = 1: a Linear map of the channels at every pixel (stride and padding aside)."""
+    return isinstance(module, nn.Conv2d) and module.groups == 1 and tuple(module.kernel_size) == (1, 1)
 
 
 def core_of(module: nn.Module) -> nn.Module:
@@ -73,12 +80,18 @@ def is_pair_layer(module: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def collapsed_linear(module: nn.Module) -> nn.Linear:
-    """The plain Linear applying the same function as an EigenPair (weight second.W · first.W, its bias)."""
-    w = pair_weight(module)
+def collapsed_pair(module: EigenPair) -> nn.Module:
+    """The plain Linear (or 1x1 Conv2d, with the first factor's stride and padding) applying the same function as
+    an EigenPair (weight second.W · first.W, its bias)."""
+    w, first = pair_weight(module), module.first
     bias = module.second.bias
-    new = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None).to(w.device, w.dtype)
-    new.weight.copy_(w)
+    if isinstance(first, nn.Conv2d):
+        new = nn.Conv2d(w.shape[1], w.shape[0], 1, first.stride, first.padding, bias=bias is not None,
+                        padding_mode=first.padding_mode)
+    else:
+        new = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
+    new = new.to(w.device, w.dtype)
+    new.weight.copy_(w.reshape(new.weight.shape))
     if bias is not None:
         new.bias.copy_(bias)
     return new
@@ -86,13 +99,13 @@ def collapsed_linear(module: nn.Module) -> nn.Linear:
 
 def collapse_pairs(model: nn.Module, names: list[str]) -> nn.Module:
     """`model` itself when none of the named layers is an EigenPair; otherwise a copy with every named EigenPair
-    replaced by the plain Linear it applies (same outputs, so the same K-FAC factors of the outer layer)."""
+    replaced by the plain layer it applies (same outputs, so the same K-FAC factors of the outer layer)."""
     if not any(isinstance(model.get_submodule(n), EigenPair) for n in names):
         return model
     plain = copy.deepcopy(model)
     for n in names:
         if isinstance(plain.get_submodule(n), EigenPair):
-            plain.set_submodule(n, collapsed_linear(plain.get_submodule(n)))
+            plain.set_submodule(n, collapsed_pair(plain.get_submodule(n)))
     return plain
 
 
@@ -127,7 +140,8 @@ def bias_of(module: nn.Module) -> torch.Tensor | None:
 def build_pair(module: nn.Module, rot_out: torch.Tensor, core: torch.Tensor, rot_in: torch.Tensor,
                freeze_rotations: bool = False) -> EigenPair:
     """The EigenPair applying rot_out · core · rot_in (rot_out C_out x r_out, core r_out x r_in [x 1], rot_in
-    r_in x C_in) in place of `module` (Linear, EigenPair or a Linear EigenBottleneck): the core is folded into
+    r_in x C_in) in place of `module` (Linear, 1x1 Conv2d, EigenPair or a Linear EigenBottleneck), its parts
+    Linear or 1x1 Conv2d like the layer (the first with a conv's stride and padding): the core is folded into
     the side of larger rank, r = min(r_in, r_out): r_out <= r_in: first = core · rot_in, second = rot_out;
     otherwise first = rot_in, second = rot_out · core. The factor that is a pure rotation is frozen with
     `freeze_rotations`. Bias, device and dtype from `module`."""
@@ -141,10 +155,15 @@ def build_pair(module: nn.Module, rot_out: torch.Tensor, core: torch.Tensor, rot
     else:
         first_w, second_w, rotation = rot_in, rot_out @ core, 0
     r = first_w.shape[0]
-    first = nn.Linear(c_in, r, bias=False, **like)
-    second = nn.Linear(r, c_out, bias=bias is not None, **like)
-    first.weight.copy_(first_w)
-    second.weight.copy_(second_w)
+    conv = module.first if isinstance(module, EigenPair) else core_of(module)
+    if isinstance(conv, nn.Conv2d):
+        first = nn.Conv2d(c_in, r, 1, conv.stride, conv.padding, bias=False, padding_mode=conv.padding_mode, **like)
+        second = nn.Conv2d(r, c_out, 1, bias=bias is not None, **like)
+    else:
+        first = nn.Linear(c_in, r, bias=False, **like)
+        second = nn.Linear(r, c_out, bias=bias is not None, **like)
+    first.weight.copy_(first_w.reshape(first.weight.shape))
+    second.weight.copy_(second_w.reshape(second.weight.shape))
     if bias is not None:
         second.bias.copy_(bias)
     (first, second)[rotation].weight.requires_grad_(not freeze_rotations)
@@ -159,10 +178,10 @@ def pair_weight_ref(module: nn.Module) -> torch.Tensor:
 
 
 def build_layer(module: nn.Module, rot_out: torch.Tensor, core: torch.Tensor, rot_in: torch.Tensor,
-                freeze_rotations: bool = False) -> nn.Module:
-    """rot_out · core · rot_in in place of `module`: an EigenPair for a Linear layer (`is_pair_layer`), an
-    EigenBottleneck otherwise (`build_bottleneck`)."""
-    build = build_pair if is_pair_layer(module) else build_bottleneck
+                freeze_rotations: bool = False, pair: bool | None = None) -> nn.Module:
+    """rot_out · core · rot_in in place of `module`: an EigenPair when `pair` (the LayerScores' decision; None:
+    `is_pair_layer`, a Linear layer or a pair), an EigenBottleneck otherwise (`build_bottleneck`)."""
+    build = build_pair if (is_pair_layer(module) if pair is None else pair) else build_bottleneck
     return build(module, rot_out, core, rot_in, freeze_rotations)
 
 
@@ -200,7 +219,7 @@ def rebuild_layer(module: nn.Module, ls: LayerScores, keep_in: torch.Tensor, kee
     and output directions `keep_out` of its (core) eigenbasis: rot_in = Q_A[:, keep_in]ᵀ, core = W*[keep_out][:, keep_in],
     rot_out = Q_G[:, keep_out]. An EigenBottleneck's old rotations are merged in (rot_in' = Q_A'ᵀ R_in,
     rot_out' = R_out Q_G'), so a layer stays one 1x1 -> core -> 1x1 however often it is pruned. A Linear layer
-    (or an EigenPair, scored as the Linear it applies) becomes the EigenPair of the same three factors
+    (or an EigenPair, scored as the layer it applies; a 1x1 conv when `ls.pair`) becomes the EigenPair of the same three factors
     (`build_pair`: the same function at rank min(r_in, r_out)).
     (lowrank.factorise is the low-rank family's model-level counterpart, a different operation.)"""
     rot_in = ls.Q_A[:, keep_in].T
@@ -208,7 +227,7 @@ def rebuild_layer(module: nn.Module, ls: LayerScores, keep_in: torch.Tensor, kee
     if isinstance(module, EigenBottleneck):
         rot_in = rot_in @ module.rot_in.weight.reshape(module.rot_in.weight.shape[0], -1).to(rot_in.dtype)
         rot_out = module.rot_out.weight.reshape(ls.c_out, -1).to(rot_out.dtype) @ rot_out
-    return build_layer(module, rot_out, ls.weight_star[keep_out][:, keep_in], rot_in, freeze_rotations)
+    return build_layer(module, rot_out, ls.weight_star[keep_out][:, keep_in], rot_in, freeze_rotations, ls.pair)
 
 
 def rebuild_layers(model: nn.Module, layers: list[LayerScores], plan: dict[str, tuple[int, int] | None],

@@ -19,7 +19,7 @@ from ...curvature import compute_kfac
 from ...curvature.damping import damp
 from ...curvature.quadratic import kfac_predicted_increase
 from .basis import LayerScores
-from .rebuild import (EigenBottleneck, EigenPair, build_layer, collapsed_linear, pair_weight, rebuild_layers,
+from .rebuild import (EigenBottleneck, EigenPair, build_layer, collapsed_pair, pair_weight, rebuild_layers,
                       top_directions)
 
 SUBSPACES = ("eigenbasis", "tucker", "whitened")
@@ -118,7 +118,7 @@ def collapsed_kfac(model: nn.Module, names: list[str], loader, fisher: str, num_
     for n in names:
         m = plain.get_submodule(n)
         if isinstance(m, EigenPair):
-            plain.set_submodule(n, collapsed_linear(m))
+            plain.set_submodule(n, collapsed_pair(m))
         elif isinstance(m, EigenBottleneck):
             inner = m.core
             w = effective_weight(m)
@@ -179,5 +179,5 @@ def rebuild_subspace(model: nn.Module, layers: list[LayerScores], plan: dict, su
         if plan.get(ls.name) is not None:
             module = model.get_submodule(ls.name)
             parts = subspace_parts(module, ls, plan[ls.name], subspace, factors=factors.get(ls.name), damping=damping)
-            model.set_submodule(ls.name, build_layer(module, *parts, freeze_rotations))
+            model.set_submodule(ls.name, build_layer(module, *parts, freeze_rotations, ls.pair))
     return model
