@@ -47,8 +47,7 @@ CHANNEL = ("l1", "taylor", "random", "obd", "obs")
 SUPPORT = {
     "mlp": {m: "ok" for m in METHODS},
     "conv1d": {**{m: "ok" for m in ("magnitude_global", "magnitude_layerwise", "svd", "tucker", "cp")},
-               **{m: "ok" for m in CHANNEL if m != "obs"},  # obs: its im2col K-FAC covers Conv2d / Linear only
-               "obs": "refuse", "eigendamage": "refuse", "improved_eigendamage": "refuse"},
+               **{m: "ok" for m in CHANNEL}, "eigendamage": "refuse", "improved_eigendamage": "refuse"},
     "lstm": {m: "refuse" for m in METHODS},
 }
 

@@ -282,6 +282,23 @@ def test_one_example_exact_fisher_of_the_classifier_is_g_kron_a():
     assert rel(torch.kron(lf.G, lf.A), dense[idx][:, idx]) < 1e-10
 
 
+def assert_same_curvature(a: nn.Module, b: nn.Module, layer: str, x: torch.Tensor, classes: int, form: str) -> None:
+    """Two float64 models computing the same function with `layer` written two ways: equal K-FAC factors of
+    every layer and equal EKFAC moments of `layer` (exact Fisher, batches of 5, ≤ 1e-10)."""
+    with torch.no_grad():
+        b.get_submodule(layer).weight.copy_(a.get_submodule(layer).weight.reshape(b.get_submodule(layer).weight.shape))
+        b.get_submodule(layer).bias.copy_(a.get_submodule(layer).bias)
+        b.head.load_state_dict(a.head.state_dict())
+    loader = DataLoader(TensorDataset(x, torch.randint(0, classes, (len(x),))), batch_size=5)
+    ka = compute_kfac(a, loader, form=form, fisher="exact", num_batches=3)
+    kb = compute_kfac(b, loader, form=form, fisher="exact", num_batches=3)
+    for name in (layer, "head"):
+        assert rel(ka[name].A, kb[name].A) <= 1e-10 and rel(ka[name].G, kb[name].G) <= 1e-10
+    ea = ekfac_correction(a, ka, loader, num_examples=len(x), fisher="exact")
+    eb = ekfac_correction(b, kb, loader, num_examples=len(x), fisher="exact")
+    assert rel(ea[layer], eb[layer]) <= 1e-10
+
+
 class TokenMixer(nn.Module):
     """A Linear layer applied to every token of (N, T, D) inputs, mean over tokens, a Linear head; or the same
     computation as a 1x1 Conv2d over a (N, D, 1, T) image (`as_conv`)."""
@@ -303,18 +320,31 @@ def test_linear_on_tokens_takes_the_expand_form_of_a_1x1_conv(form):
     """K-FAC's "expand" form (Eschenhagen et al. 2023) for a Linear layer on (N, T, D): tokens count as positions,
     so its factors, EKFAC moments and exact Fisher equal those of the same map written as a 1x1 conv over T pixels."""
     torch.manual_seed(0)
-    linear = TokenMixer(as_conv=False).double()
-    conv = TokenMixer(as_conv=True).double()
-    with torch.no_grad():
-        conv.mix.weight.copy_(linear.mix.weight[:, :, None, None])
-        conv.mix.bias.copy_(linear.mix.bias)
-        conv.head.load_state_dict(linear.head.state_dict())
-    x = torch.randn(12, 7, 5, dtype=torch.float64)
-    loader = DataLoader(TensorDataset(x, torch.randint(0, 3, (12,))), batch_size=4)
-    kl = compute_kfac(linear, loader, form=form, fisher="exact", num_batches=3)
-    kc = compute_kfac(conv, loader, form=form, fisher="exact", num_batches=3)
-    for name in ("mix", "head"):
-        assert rel(kl[name].A, kc[name].A) <= 1e-10 and rel(kl[name].G, kc[name].G) <= 1e-10
-    el = ekfac_correction(linear, kl, loader, num_examples=12, fisher="exact")
-    ec = ekfac_correction(conv, kc, loader, num_examples=12, fisher="exact")
-    assert rel(el["mix"], ec["mix"]) <= 1e-10
+    assert_same_curvature(TokenMixer(as_conv=False).double(), TokenMixer(as_conv=True).double(), "mix",
+                          torch.randn(12, 7, 5, dtype=torch.float64), 3, form)
+
+
+class Signal(nn.Module):
+    """Conv1d (stride 2, padding 1, dilation 2) over (N, 3, L), pooled, a Linear head; or the same computation as a
+    Conv2d with a (1, k) kernel over (N, 3, 1, L) (`as_image`)."""
+
+    def __init__(self, as_image: bool):
+        super().__init__()
+        self.as_image = as_image
+        kw = dict(stride=2, padding=1, dilation=2)
+        self.conv = (nn.Conv2d(3, 4, (1, 3), stride=(1, 2), padding=(0, 1), dilation=(1, 2)) if as_image
+                     else nn.Conv1d(3, 4, 3, **kw))
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.conv(x.unsqueeze(2) if self.as_image else x)
+        return self.head(torch.tanh(h).flatten(2).mean(2))
+
+
+@pytest.mark.parametrize("form", ["channel_patch", "im2col"])
+def test_conv1d_factors_are_those_of_a_height_one_conv2d(form):
+    """K-FAC of a Conv1d reads it as a Conv2d of height 1: factors and EKFAC moments equal those of that Conv2d
+    (float64, exact Fisher, ≤ 1e-10)."""
+    torch.manual_seed(0)
+    assert_same_curvature(Signal(False).double(), Signal(True).double(), "conv",
+                          torch.randn(10, 3, 17, dtype=torch.float64), 2, form)

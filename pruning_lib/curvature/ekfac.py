@@ -11,7 +11,7 @@ from ..batches import first_batches
 from ..distributed import all_reduce_sum
 from ..modes import eval_mode
 from .fisher import check_form_and_fisher, fisher_losses, quiet_backward
-from .kfac import KFAC
+from .kfac import CONVS, KFAC, as_image, conv_geometry, kernel_positions
 
 
 def per_example_weight_grads(module: nn.Module, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -22,8 +22,8 @@ def per_example_weight_grads(module: nn.Module, x: torch.Tensor, g: torch.Tensor
         x, g = x.reshape(x.shape[0], -1, x.shape[-1]), g.reshape(g.shape[0], -1, g.shape[-1])
         a = torch.cat([x, x.new_ones(*x.shape[:2], 1)], 2) if bias else x
         return torch.einsum("nto,nti->noi", g, a).unsqueeze(-1)
-    kk = module.kernel_size[0] * module.kernel_size[1]
-    a = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)  # (N, C·kk, T)
+    kk = kernel_positions(module)
+    a = F.unfold(as_image(module, x), **conv_geometry(module))  # (N, C·kk, T)
     grad = torch.einsum("not,nkt->nok", g.flatten(2), a).reshape(x.shape[0], g.shape[1], -1, kk)
     if bias:
         b = torch.zeros_like(grad[:, :, :1, :])
@@ -72,7 +72,7 @@ def ekfac_correction(model: nn.Module, kfac: KFAC, loader: DataLoader, num_examp
                     for n, lf in kfac.items():
                         _, qa, _, qg = lf.weight_eig() if weight_only else lf.eig()
                         grad = per_example_weight_grads(lf.module, inputs[n], outgrads[n] * x.shape[0])
-                        if kfac.form == "im2col" and isinstance(lf.module, nn.Conv2d):
+                        if kfac.form == "im2col" and isinstance(lf.module, CONVS):
                             grad = _as_im2col(grad, lf.has_bias)
                             grad = grad[:, :, :-1] if weight_only and lf.has_bias else grad
                         elif weight_only and lf.has_bias:

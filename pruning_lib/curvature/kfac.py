@@ -1,4 +1,4 @@
-"""K-FAC factors of every Conv2d / Linear layer, their eigenbases, and the EKFAC eigenvalue correction.
+"""K-FAC factors of every Conv2d / Conv1d / Linear layer, their eigenbases, and the EKFAC eigenvalue correction.
 
 For a layer with weight W (C_out x C_in [x k x k]) and per-example gradient ∇W_n = Σ_t δ_{n,t} a_{n,t}ᵀ
 (t: output positions, δ: output gradient of example n's loss, a: input patch), the Fisher block of
@@ -103,18 +103,42 @@ class KFAC(Mapping):
         return self
 
 
-def _pixel_counts(x_hw: tuple[int, int], conv: nn.Conv2d, device: torch.device) -> torch.Tensor:
+CONVS = (nn.Conv1d, nn.Conv2d)  # the convolutions K-FAC covers (groups = 1); a Conv1d as a Conv2d of height 1
+
+
+def conv_geometry(conv: nn.Module) -> dict[str, tuple[int, int]]:
+    """kernel_size, dilation, padding and stride of a Conv2d, or of a Conv1d read as a Conv2d of height 1 on
+    (N, C, 1, L) inputs (`as_image`), as F.unfold takes them."""
+    if isinstance(conv, nn.Conv1d):
+        return dict(kernel_size=(1, conv.kernel_size[0]), dilation=(1, conv.dilation[0]), padding=(0, conv.padding[0]),
+                    stride=(1, conv.stride[0]))
+    return dict(kernel_size=conv.kernel_size, dilation=conv.dilation, padding=conv.padding, stride=conv.stride)
+
+
+def as_image(conv: nn.Module, t: torch.Tensor) -> torch.Tensor:
+    """A conv's input or output as (N, C, H, W): a Conv1d's (N, C, L) as (N, C, 1, L)."""
+    return t.unsqueeze(2) if isinstance(conv, nn.Conv1d) else t
+
+
+def kernel_positions(conv: nn.Module) -> int:
+    """k·k: the kernel positions of a Conv2d (k of a Conv1d)."""
+    kh, kw = conv_geometry(conv)["kernel_size"]
+    return kh * kw
+
+
+def _pixel_counts(x_hw: tuple[int, int], conv: nn.Module, device: torch.device) -> torch.Tensor:
     """c_u: how many (output position, kernel position) pairs read input pixel u, as an (H, W) map.
 
     Unfolding a tensor of ones lists every pair; folding it back sums them per pixel."""
     ones = torch.ones(1, 1, *x_hw, device=device)
-    kw = dict(kernel_size=conv.kernel_size, dilation=conv.dilation, padding=conv.padding, stride=conv.stride)
+    kw = conv_geometry(conv)
     return F.fold(F.unfold(ones, **kw), x_hw, **kw)[0, 0]
 
 
-def _conv_positions(x_hw: tuple[int, int], conv: nn.Conv2d) -> int:
+def _conv_positions(x_hw: tuple[int, int], conv: nn.Module) -> int:
     """Number of output positions T of a convolution on an input of size x_hw."""
-    out = [(x_hw[i] + 2 * conv.padding[i] - conv.dilation[i] * (conv.kernel_size[i] - 1) - 1) // conv.stride[i] + 1
+    g = conv_geometry(conv)
+    out = [(x_hw[i] + 2 * g["padding"][i] - g["dilation"][i] * (g["kernel_size"][i] - 1) - 1) // g["stride"][i] + 1
            for i in range(2)]
     return out[0] * out[1]
 
@@ -127,9 +151,9 @@ def input_rows(module: nn.Module, x: torch.Tensor, form: str) -> tuple[torch.Ten
         if bias:
             a = torch.cat([a, a.new_ones(a.shape[0], 1)], 1)
         return a.T @ a, a.shape[0]
-    kk = module.kernel_size[0] * module.kernel_size[1]
+    kk, x = kernel_positions(module), as_image(module, x)
     if form == "im2col":
-        a = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)  # (N, C·k·k, T)
+        a = F.unfold(x, **conv_geometry(module))  # (N, C·k·k, T)
         a = a.transpose(1, 2).reshape(-1, a.shape[1])
         if bias:
             a = torch.cat([a, a.new_ones(a.shape[0], 1)], 1)
@@ -159,24 +183,24 @@ def _output_gram(module: nn.Module, g: torch.Tensor) -> torch.Tensor:
 
 
 def kfac_layers(model: nn.Module, layers: list[str] | None = None) -> tuple[dict[str, nn.Module], list[str]]:
-    """Conv2d (groups=1) / Linear modules by name (all, or the named ones), and the names of the other modules
+    """Conv1d / Conv2d (groups=1) and Linear modules by name (all, or the named ones), and the names of the other modules
     with parameters of their own (skipped), grouped / depthwise convolutions included: their Fisher block is
     one Kronecker product per group, which this K-FAC does not form. Naming such a layer raises."""
     found, skipped = {}, []
     for name, m in model.named_modules():
-        if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1):
+        if isinstance(m, nn.Linear) or (isinstance(m, CONVS) and m.groups == 1):
             if layers is None or name in layers:
                 found[name] = m
         elif any(True for _ in m.parameters(recurse=False)):
             skipped.append(name)
     if layers is not None:
-        grouped = sorted(n for n in set(layers) - set(found) if isinstance(dict(model.named_modules()).get(n), nn.Conv2d))
+        grouped = sorted(n for n in set(layers) - set(found) if isinstance(dict(model.named_modules()).get(n), CONVS))
         if grouped:
             raise ValueError(f"layers: {grouped} are grouped / depthwise convolutions (groups > 1); K-FAC here "
-                             "covers Conv2d with groups=1 and Linear only")
+                             "covers Conv1d / Conv2d with groups=1 and Linear only")
         missing = sorted(set(layers) - set(found))
         if missing:
-            raise ValueError(f"layers: {missing} are not Conv2d / Linear modules of the model")
+            raise ValueError(f"layers: {missing} are not Conv1d / Conv2d / Linear modules of the model")
     return found, skipped
 
 
@@ -185,7 +209,7 @@ def factor_sides(module: nn.Module, form: str) -> tuple[int, int]:
     bias = int(module.bias is not None)
     if isinstance(module, nn.Linear):
         return module.in_features + bias, module.out_features
-    kk = module.kernel_size[0] * module.kernel_size[1] if form == "im2col" else 1
+    kk = kernel_positions(module) if form == "im2col" else 1
     return module.in_channels * kk + bias, module.out_channels
 
 
