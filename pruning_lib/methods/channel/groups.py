@@ -184,12 +184,12 @@ class ChannelPruner:
                 unit = m.weight[0, 0].numel()
                 kind = "depthwise" if is_depthwise(m) else "weight"
                 costs.append(LayerCost(name, kind, side(name, "out", c_out), side(name, "in", c_in), unit,
-                                   m.bias is not None, pixels.get(name, 0)))
+                                       m.bias is not None, pixels.get(name, 0)))
                 own = {k: v for k, v in own.items() if k not in ("weight", "bias")}
             elif isinstance(m, NORMS) and own:
                 width = width_of(m, True)
                 costs.append(LayerCost(name, "vector", side(name, "out", width), None,
-                                   sum(p.numel() for p in own.values()) // width, False))
+                                       sum(p.numel() for p in own.values()) // width, False))
                 own = {}
             for pname, p in own.items():  # parameters outside the known layers: sliced along one dimension
                 full = f"{name}.{pname}" if name else pname
