@@ -47,7 +47,7 @@ CHANNEL = ("l1", "taylor", "random", "obd", "obs")
 SUPPORT = {
     "mlp": {m: "ok" for m in METHODS},
     "conv1d": {**{m: "ok" for m in ("magnitude_global", "magnitude_layerwise", "svd", "tucker", "cp")},
-               **{m: "ok" for m in CHANNEL}, "eigendamage": "refuse", "improved_eigendamage": "refuse"},
+               **{m: "ok" for m in CHANNEL}, "eigendamage": "ok", "improved_eigendamage": "ok"},
     "lstm": {m: "refuse" for m in METHODS},
 }
 
@@ -170,3 +170,53 @@ def test_pruned_conv1d_layers_are_conv1d_and_exact_on_a_low_rank_kernel():
     assert isinstance(model[2].project, nn.Conv1d) and model[2].project.weight.shape == (2, 16, 3)
     with torch.no_grad():
         assert (model(x) - before).abs().max() <= 1e-5
+
+
+class SignalNet(nn.Module):
+    """conv1d_net's computation with Conv1d layers, or (`as_image`) with Conv2d layers of (1, k) kernels on the
+    signal read as an image of height 1."""
+
+    def __init__(self, as_image: bool):
+        super().__init__()
+        conv = ((lambda i, o, k, p: nn.Conv2d(i, o, (1, k), padding=(0, p))) if as_image
+                else (lambda i, o, k, p: nn.Conv1d(i, o, k, padding=p)))
+        self.as_image = as_image
+        self.c1, self.c2, self.head = conv(4, 16, 5, 2), conv(16, 32, 3, 1), nn.Linear(32, 3)
+
+    def forward(self, x):
+        h = self.c2(torch.relu(self.c1(x.unsqueeze(2) if self.as_image else x)))
+        return self.head(h.flatten(2).mean(2))
+
+
+@pytest.mark.parametrize("method", ["eigendamage", "improved_eigendamage"])
+def test_eigen_methods_prune_a_conv1d_net_as_its_height_one_conv2d(method):
+    """Oracle: EigenDamage / Improved prune a Conv1d net exactly as they prune the same net written with (1, k)
+    Conv2d layers (same K-FAC, scores, plan and rebuilt function, float64), and the rebuilt layers stay Conv1d."""
+    from pruning_lib.methods.eigen.rebuild import EigenBottleneck
+    torch.manual_seed(0)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # the kit's probe inputs (torch.zeros) take the default dtype
+    try:
+        _prune_twins(method, EigenBottleneck)
+    finally:
+        torch.set_default_dtype(default)
+
+
+def _prune_twins(method, EigenBottleneck):
+    signal, image = SignalNet(False).double(), SignalNet(True).double()
+    with torch.no_grad():
+        for a, b in [(signal.c1, image.c1), (signal.c2, image.c2), (signal.head, image.head)]:
+            b.weight.copy_(a.weight.reshape(b.weight.shape))
+            b.bias.copy_(a.bias)
+    x, loader = batches((4, 64))
+    x, loader = x.double(), DataLoader(TensorDataset(x.double(), torch.randint(0, 3, (len(x),))), batch_size=16)
+    results = []
+    for m in (signal, image):
+        torch.manual_seed(1)  # the true Fisher samples labels: the same draws for both
+        results.append(pruning_lib.prune(m, method, TARGET, loader=loader))
+    assert results[0].achieved_param_ratio == pytest.approx(results[1].achieved_param_ratio, abs=1e-12)
+    assert abs(results[0].achieved_param_ratio - TARGET) <= 0.01
+    with torch.no_grad():
+        assert (signal(x) - image(x)).abs().max() <= 1e-8
+    rebuilt = [m for m in signal.modules() if isinstance(m, EigenBottleneck)]
+    assert rebuilt and all(isinstance(p, nn.Conv1d) for m in rebuilt for p in m)

@@ -260,9 +260,24 @@ def test_a_ratio_that_would_empty_a_layer_is_capped():
 
 
 def test_unsupported_layer_is_named():
-    grouped = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(), nn.Linear(64, 3))
-    with pytest.raises(ValueError, match=r"layer '1'.*groups=2"):
-        ch.ChannelPruner(grouped, INPUT)
+    transposed = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ConvTranspose2d(4, 4, 3), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+    with pytest.raises(ValueError, match=r"layer '1' \(ConvTranspose2d\): transposed"):
+        ch.ChannelPruner(transposed, INPUT)
+    norm = nn.Sequential(nn.Conv2d(1, 4, 3), nn.LayerNorm([4, 6, 6]), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    with pytest.raises(ValueError, match=r"layer '1' \(LayerNorm, normalized_shape=\(4, 6, 6\)\)"):
+        ch.ChannelPruner(norm, INPUT)
+
+
+def test_channels_split_by_several_group_counts_fall_into_their_lcm():
+    """A 12-channel space normalised by GroupNorm(2, 12) and read by a conv with groups=3 falls into lcm(2, 3) = 6
+    equal parts: channels i, i + 2, ..., i + 10 are kept or removed together."""
+    model = nn.Sequential(nn.Conv2d(1, 12, 3), nn.GroupNorm(2, 12), nn.Conv2d(12, 6, 3, groups=3), nn.Flatten(),
+                          nn.Linear(6 * 4 * 4, 3))
+    pruner = ch.ChannelPruner(model, INPUT)
+    group = next(g for g in pruner.groups if g.root == "0")
+    assert group.ties == 6
+    pruner.apply({"0": torch.tensor([1, 3, 5, 7, 9, 11]), "2": torch.arange(6)})
+    assert model[0].out_channels == 6 and model[2].weight.shape == (6, 2, 3, 3) and model[1].num_groups == 2
 
 
 class PadShortcut(nn.Module):

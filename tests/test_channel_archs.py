@@ -1,9 +1,10 @@
 """Channel removal on today's architectures, against oracles: removing channels equals zeroing them (every
 sliced output dimension of a group: conv / linear rows and biases, BatchNorm scale and shift, a raw parameter's
 slice) on DenseNet's concatenations, SqueezeNet's concatenations and convolutional classifier, MobileNetV3's
-squeeze-excitation, EfficientNet, a Conv1d net and a net with a raw per-channel gain; the closed-form parameter
-and MAC counts equal the pruned model's (ConvNeXt's LayerNorm2d and layer_scale, a ViT's MLP neurons included);
-what cannot be followed is refused naming the layer (grouped convs, a channel shuffle) or kept whole (groups
+squeeze-excitation, EfficientNet, ResNeXt's and RegNet's grouped convs (tied channels removed from every group
+alike), ShuffleNet's unshuffled groups, a Conv1d net and a net with a raw per-channel gain; the closed-form
+parameter and MAC counts equal the pruned model's (ConvNeXt's LayerNorm2d and layer_scale, GroupNorm, a ViT's MLP
+neurons included); what cannot be followed is kept whole and named (groups through a channel shuffle, groups
 coupled to attention)."""
 import sys
 from pathlib import Path
@@ -39,7 +40,23 @@ def scaled_net():
 ZEROING = {"densenet121": model_zoo.NETS["densenet121"].small, "squeezenet1_1": model_zoo.NETS["squeezenet1_1"].small,
            "mobilenet_v3_small": model_zoo.NETS["mobilenet_v3_small"].small,
            "efficientnet_b0": model_zoo.NETS["efficientnet_b0"].small, "conv1d": model_zoo.NETS["conv1d"].small,
-           "scaled": scaled_net}
+           "resnext50_32x4d": model_zoo.NETS["resnext50_32x4d"].small,
+           "regnet_x_400mf": model_zoo.NETS["regnet_x_400mf"].small,
+           "shufflenet_v2_x0_5": model_zoo.NETS["shufflenet_v2_x0_5"].small, "scaled": scaled_net}
+
+
+def group_norm_net():
+    """GroupNorms (4 and 2 groups) and a conv with groups=2 on the same channels."""
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.ReLU(),
+                         nn.Conv2d(16, 24, 3, padding=1, groups=2), nn.GroupNorm(2, 24), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 10))
+
+
+def tied_drop(g: ch.ChannelGroup, every: int) -> list[int]:
+    """Every `every`-th position of a group's part (all but one), in every part alike (its ties)."""
+    period = g.size // g.ties
+    positions = set(list(range(0, period, every))[: period - 1])
+    return [i for i in range(g.size) if i % period in positions]
 SHAPES = {"conv1d": (4, 64), "squeezenet1_1": (3, 64, 64)}
 
 
@@ -72,8 +89,10 @@ def test_removing_channels_equals_zeroing_them(net):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 1.5)
     pruner = ch.ChannelPruner(model, shape)
-    assert pruner.groups and not pruner.frozen
-    drop = {g.root: list(range(0, g.size, 3))[: g.size - 1] for g in pruner.groups}
+    assert pruner.groups and (not pruner.frozen or net == "shufflenet_v2_x0_5")
+    if net in ("resnext50_32x4d", "regnet_x_400mf"):
+        assert any(g.ties > 1 for g in pruner.groups)
+    drop = {g.root: tied_drop(g, 3) for g in pruner.groups}
     _zero_slices(model, pruner, drop)
     x = torch.randn(4, *shape)
     with torch.no_grad():
@@ -87,25 +106,45 @@ def test_removing_channels_equals_zeroing_them(net):
 
 
 @pytest.mark.parametrize("net", ["convnext_tiny", "densenet121", "squeezenet1_1", "mobilenet_v2", "resnext50_32x4d",
-                                 "vit"])
+                                 "regnet_x_400mf", "vit", "group_norm"])
 def test_predicted_counts_equal_the_pruned_models(net):
-    """The cost table's (parameters, MACs) for a random plan equal count_params / count_macs after removal
-    (ConvNeXt: LayerNorm2d, channels-last Linear layers, layer_scale; the ViT: its MLP groups only)."""
-    spec = model_zoo.NETS[net]
+    """The cost table's (parameters, MACs) for a random plan (tied channels together) equal count_params /
+    count_macs after removal (ConvNeXt: LayerNorm2d, channels-last Linear layers, layer_scale; grouped convs and
+    GroupNorms; the ViT: its MLP groups only)."""
+    build, shape = ((group_norm_net, (3, 16, 16)) if net == "group_norm" else
+                    (model_zoo.NETS[net].small, model_zoo.NETS[net].shape))
     torch.manual_seed(0)
-    model = spec.small().eval()
-    if net == "resnext50_32x4d":
-        with pytest.raises(ValueError, match=r"layer 'layer1.0.conv2' \(Conv2d, groups=4"):
-            ch.ChannelPruner(model, spec.shape)
-        return
-    pruner = ch.ChannelPruner(model, spec.shape)
+    model = build().eval()
+    pruner = ch.ChannelPruner(model, shape)
     g = torch.Generator().manual_seed(1)
-    plan = {gr.root: torch.sort(torch.randperm(gr.size, generator=g)[: max(1, gr.size // 2)]).values
-            for gr in pruner.groups}
+    plan = {gr.root: torch.sort(gr.order(torch.rand(gr.size, generator=g))[: gr.ties * max(1, gr.size // gr.ties // 2)]
+                                ).values for gr in pruner.groups}
     predicted = pruner.cost(plan)
     pruner.apply(plan)
-    assert predicted == (count_params(model), count_macs(model, spec.shape))
-    assert model(torch.randn(2, *spec.shape)).shape == (2, 10)
+    assert predicted == (count_params(model), count_macs(model, shape))
+    assert model(torch.randn(2, *shape)).shape == (2, 10)
+
+
+def test_tied_channels_are_scored_alike_and_kept_or_removed_together():
+    """A grouped conv / GroupNorm group: scores averaged over tied channels, plans keep whole tied sets, so every
+    part (conv group, GroupNorm group) keeps the same positions; kept counts are multiples of the ties."""
+    model = group_norm_net().eval()
+    pruner = ch.ChannelPruner(model, (3, 16, 16))
+    ties = {g.root: g.ties for g in pruner.groups}
+    assert ties == {"0": 4, "3": 2}  # GroupNorm(4, 16) and conv groups=2; GroupNorm(2, 24)
+    first = next(g for g in pruner.groups if g.root == "0")
+    scores = {g.root: torch.rand(g.size, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+              for g in pruner.groups}
+    tied = pruner.tied(scores)["0"]
+    assert torch.allclose(tied[:4], scores["0"].reshape(4, 4).mean(0))
+    assert torch.equal(tied, tied[:4].repeat(4))
+    threshold = tied.median().item()  # half of the positions in group "0" score below it
+    kept = pruner.plan(scores, threshold)["0"]
+    assert len(kept) % first.ties == 0 and len(kept) < first.size
+    parts = kept.reshape(first.ties, -1)
+    assert torch.equal(parts - parts[:1], 4 * torch.arange(4)[:, None].expand_as(parts))  # same positions per part
+    pruner.apply(pruner.plan(scores, threshold))
+    assert model[1].num_groups == 4 and model[1].num_channels == len(kept) and model[3].groups == 2
 
 
 def test_convnext_slices_layer_norms_and_layer_scale_with_their_channels():
@@ -129,13 +168,28 @@ def test_groups_coupled_to_attention_are_kept_whole_and_named():
     assert any("MultiheadAttention" in why for why in pruner.frozen.values())
 
 
-def test_a_channel_shuffle_is_refused_after_removal_naming_it():
+def test_groups_through_a_channel_shuffle_are_kept_whole_and_named():
+    """The dependency graph maps ShuffleNet's view -> transpose -> view as the identity; the groups on either
+    half of a shuffled concatenation are kept whole, the rest are pruned (the zeroing oracle covers them)."""
     spec = model_zoo.NETS["shufflenet_v2_x0_5"]
-    model = spec.small()
-    pruner = ch.ChannelPruner(model, spec.shape)
-    group = next(g for g in pruner.groups if g.root == "stage2.0.branch1.2")  # one half of a shuffled concat
-    with pytest.raises(ValueError, match="channel shuffle"):
-        pruner.apply({group.root: torch.arange(group.size - 1)})
+    pruner = ch.ChannelPruner(spec.small(), spec.shape)
+    assert {"stage2.0.branch1.2", "stage2.0.branch2.5"} <= set(pruner.frozen)
+    assert all("channel shuffle" in why for why in pruner.frozen.values())
+    assert "stage2.0.branch2.3" in [g.root for g in pruner.groups]
+
+
+def test_a_model_whose_forward_fails_after_removal_is_refused():
+    """The last safety net: an operation the graph cannot follow that breaks the pruned forward pass (a
+    hand-written shuffle through reshape alone) is refused, naming it."""
+    class Shuffle(nn.Module):
+        def forward(self, x):
+            return x.reshape(x.shape[0], 2, -1, *x.shape[2:]).flip(1).reshape(x.shape)
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), Shuffle(), nn.Conv2d(8, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 10))
+    pruner = ch.ChannelPruner(model, (3, 16, 16))
+    with pytest.raises(ValueError, match="forward pass fails after channel removal"):
+        pruner.apply({"0": torch.arange(7)})
 
 
 def test_a_model_with_no_removable_group_is_refused():

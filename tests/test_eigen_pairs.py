@@ -229,3 +229,23 @@ def test_mobilenet_v2_reaches_half_with_pointwise_pairs(method, steps):
     assert not any(isinstance(m, rb.EigenBottleneck) and rb.is_pointwise(m.core) for m in model.modules())
     with torch.no_grad():
         assert torch.isfinite(model.eval()(x)).all()
+
+
+def test_an_unreachable_target_with_bottlenecked_pointwise_convs_suggests_pairs():
+    """At the defaults MobileNetV2's 1x1 convs are bottlenecks and 50 % is out of reach: the refusal names the
+    option that reaches it (and only when 1x1 bottlenecks are what holds the parameters)."""
+    import torchvision
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import pruning_lib
+    from pruning_lib.pruner import TargetUnreachable
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.25)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    with pytest.raises(TargetUnreachable, match=r"set pointwise_pairs=True \(\d+ 1x1 convs are rebuilt as three"):
+        pruning_lib.prune(model, "eigendamage", 0.5, loader=DataLoader(TensorDataset(x, y), batch_size=16))
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3))
+    data = DataLoader(TensorDataset(torch.randn(16, 12), torch.randint(0, 3, (16,))), batch_size=16)
+    with pytest.raises(TargetUnreachable) as refused:  # Linear layers only: pairs already, no hint
+        pruning_lib.prune(mlp, "eigendamage", 0.95, loader=data)
+    assert "pointwise_pairs" not in str(refused.value)

@@ -1,9 +1,10 @@
 """Channel pruning that physically removes channels: the group engine (groups.py; which layers it slices:
-layers.py; the closed-form cost of a plan: costs.py), first-order criteria
+layers.py; the closed-form cost of a plan: costs.py; the shared schedule: schedule.py), first-order criteria
 (criteria.py: L1, Taylor, random), second-order criteria (second_order.py: C-OBD, C-OBS), save / load
 (io.py). The names below are the public API (`from pruning_lib.methods import channel as ch`)."""
 from .criteria import l1_scores, prune_l1, prune_random, prune_taylor, random_group_scores, taylor_scores
-from .groups import ChannelGroup, ChannelPruner, Selection, rounded_width, run_channel_method, select
+from .groups import ChannelGroup, ChannelPruner, rounded_width
+from .schedule import Selection, run_channel_method, select
 from .layers import check_supported
 from .io import layer_widths, load_pruned, save_pruned
 

@@ -21,9 +21,9 @@ class Side:
 
 @dataclass
 class LayerCost:
-    """One parametrised tensor owner: params = w_in · w_out · unit (+ w_out bias) for a weight layer ("weight";
-    a depthwise conv: w_out · unit), unit · w_out for a norm or a parameter sliced along one dimension
-    ("vector"); MACs = weight params · output positions."""
+    """One parametrised tensor owner: params = (w_in / groups) · w_out · unit (+ w_out bias) for a weight layer
+    ("weight"; a grouped conv has `groups` > 1; a depthwise conv: w_out · unit), unit · w_out for a norm or a
+    parameter sliced along one dimension ("vector"); MACs = weight params · output positions."""
 
     name: str
     kind: str  # "weight" | "depthwise" | "vector"
@@ -32,6 +32,7 @@ class LayerCost:
     unit: int
     bias: bool
     pixels: int = 0
+    groups: int = 1
 
 
 def total_cost(costs: list[LayerCost], masks: list[torch.Tensor]) -> tuple[int, int]:
@@ -42,7 +43,7 @@ def total_cost(costs: list[LayerCost], masks: list[torch.Tensor]) -> tuple[int, 
         if c.kind == "vector":
             params += c.unit * w_out
             continue
-        w_in = 1 if c.kind == "depthwise" else c.inp.width(masks)
+        w_in = 1 if c.kind == "depthwise" else c.inp.width(masks) // c.groups
         weights = w_in * w_out * c.unit
         params += weights + (w_out if c.bias else 0)
         macs += weights * c.pixels

@@ -24,7 +24,8 @@ from ...batches import first_batches
 from ...distributed import all_reduce_sum
 from ...modes import eval_mode
 from ...pruner import PruneContext, PruneResult
-from .groups import GROUP_REDUCTIONS, NORMALIZATIONS, ChannelPruner, run_channel_method
+from .groups import GROUP_REDUCTIONS, NORMALIZATIONS, ChannelPruner
+from .schedule import run_channel_method
 
 
 def l1_scores(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:

@@ -27,14 +27,6 @@ function of the kept channel counts (`ChannelPruner.cost`), so t is found by bis
 scores without pruning repeatedly;
 `target` (fraction of the unpruned model's parameters removed) is hit within one percentage point.
 
-Steps. With `steps` S > 1 the target is approached in S prune-and-rescore steps, step k removing
-1 - (1 - target)^(k/S) of the unpruned parameters, with BatchNorm statistics re-estimated (STEP_BN_BATCHES
-training batches) before the next step scores (pruner.run_steps, the schedule every iterative method shares). One-shot saliencies measured on the full model say nothing
-about a channel once its neighbours are gone; on the quickstart at 90 % one-shot Taylor / C-OBD / C-OBS
-strip the last stage's residual stream to the 10 % floor on some seeds (7 of 64 channels feed the
-classifier) and lose 10-40 points after fine-tuning, while three steps re-score the survivors and keep it
-(benchmarks/RESULTS.md, "iterative channel steps"). The floor stays that of the unpruned widths.
-
 Why not torch-pruning's MetaPruner / importance classes: we use its dependency graph and its slicing, but
 the scores, the threshold and the target are ours. The target must be hit within one point, found by bisection
 on a closed-form parameter cost, and C-OBS must correct the kept weights between selection and removal; the
@@ -44,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch_pruning as tp
@@ -54,10 +46,10 @@ from ...checks import TOLERANCE, check_choice, check_fraction, check_positive_in
 from ...metrics import layer_pixels
 from ...models import classifier_of
 from ...modes import eval_mode
-from ...pruner import (STEP_BN_BATCHES, PruneContext, PruneResult, TargetUnreachable, closest_threshold, finish,
-                       rounded_width, run_steps)
+from ...pruner import TargetUnreachable, closest_threshold, rounded_width
 from .costs import LayerCost, Side, total_cost
-from .layers import CONVS, NORMS, SUPPORTED, check_indices, check_supported, is_depthwise, width_of
+from .layers import (CONVS, NORMS, SUPPORTED, check_indices, check_supported, combined_ties, is_channel_shuffle,
+                     is_depthwise, ties, width_of)
 
 GROUP_REDUCTIONS = ("sum", "mean", "max")  # how a group's channel score combines its producers' scores
 NORMALIZATIONS = ("mean", "sum", "none")  # how each producer's saliencies are rescaled before they are combined
@@ -72,7 +64,9 @@ class ChannelGroup:
     them; consumers: layers whose input channels are removed; min_keep: fewest channels the per-layer cap
     allows; slots: (layer or parameter name, "out" | "in", indices in it, same channels as group indices) of
     every tensor dimension the group slices, what the cost table counts (a concatenation maps a group onto a
-    slice of its consumers' inputs; a channel split onto part of the group)."""
+    slice of its consumers' inputs; a channel split onto part of the group); ties: equal parts the group's
+    channels fall into (a grouped conv or GroupNorm on it, `layers.ties`): channels i, i + size/ties, ... are
+    kept or removed together."""
 
     root: str
     size: int
@@ -81,6 +75,20 @@ class ChannelGroup:
     consumers: list[str]
     min_keep: int
     slots: list[tuple[str, str, list[int], list[int]]] = field(default_factory=list)
+    ties: int = 1
+
+    def order(self, scores: torch.Tensor) -> torch.Tensor:
+        """Channel indices, best first, with tied channels adjacent: positions j < size/ties by their score
+        (descending, stable), each expanded to j, j + size/ties, ...; the first k of it, k a multiple of
+        ties, removes equally from every part."""
+        period = self.size // self.ties
+        best = torch.argsort(scores[:period], descending=True, stable=True)
+        return (best[:, None] + period * torch.arange(self.ties)).flatten()
+
+    def tied(self, scores: torch.Tensor) -> torch.Tensor:
+        """Each channel's score replaced by the mean over its tied channels (the channel saliency of removing
+        them together)."""
+        return scores.reshape(self.ties, -1).mean(0).repeat(self.ties) if self.ties > 1 else scores
 
 
 class ChannelPruner:
@@ -89,8 +97,9 @@ class ChannelPruner:
     physical removal. A pruner describes the model as it was when built: after `apply` build a new one.
 
     A group that the dependency graph couples to a layer the pruner cannot slice (an LSTM, an attention layer,
-    a module of unknown type with parameters) is kept whole: it is not in `groups`, and `frozen` says why
-    ({root: reason}). Parameters outside any layer that the graph couples to channels (ConvNeXt's layer_scale,
+    a module of unknown type with parameters), or whose channels pass through a channel shuffle, is kept whole:
+    it is not in `groups`, and `frozen` says why ({root: reason}). A group read by a grouped conv or normalised
+    by a GroupNorm loses the same positions in every part (`ChannelGroup.ties`). Parameters outside any layer that the graph couples to channels (ConvNeXt's layer_scale,
     a ViT's class token) are sliced with them along the dimension torch-pruning picks."""
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], layer_cap: float = 0.9,
@@ -130,13 +139,22 @@ class ChannelPruner:
     def _describe(self, group, names: dict) -> ChannelGroup | str:
         """ChannelGroup of a torch-pruning group (its items sorted into producers, norms, consumers and the
         slots of every sliced tensor), or why it is kept whole (a coupled layer the pruner cannot slice)."""
-        producers, norms, consumers, slots = [], [], [], []
+        producers, norms, consumers, slots, parts = [], [], [], [], []
         root = names[group[0].dep.target.module]
+        size = len(group[0].idxs)
         for item in group:
             module, handler = item.dep.target.module, item.dep.handler
             if module not in names:  # torch-pruning's own operator nodes (add, reshape, concat): nothing to slice
+                if is_channel_shuffle(item.dep.target):
+                    return ("its channels pass through a channel shuffle (view -> transpose -> view), which the "
+                            "dependency graph maps as the identity: the inputs it would cut downstream are the wrong ones")
                 continue
             name = names[module]
+            if ties(module) > 1:
+                out = handler == self.graph.get_pruner_of_module(module).prune_out_channels
+                if sorted(item.root_idxs) != list(range(size)) or len(item.idxs) != width_of(module, out):
+                    return f"layer '{name}' ({type(module).__name__}) splits into groups only part of these channels"
+                parts.append(ties(module))
             if isinstance(module, nn.Parameter):
                 if module.dim() > 0:
                     slots.append((name, "out", list(item.idxs), list(item.root_idxs)))
@@ -157,10 +175,10 @@ class ChannelPruner:
             side = "out" if out or isinstance(module, NORMS) or is_depthwise(module) else "in"
             if all(not (n == name and sd == side) for n, sd, _, _ in slots):
                 slots.append((name, side, list(item.idxs), list(item.root_idxs)))
-        size = len(group[0].idxs)
+        tie = combined_ties(parts)  # divides size: each part count does
         min_keep = self.rounded(max([1, math.ceil((1 - self.layer_cap) * size - 1e-9)] +
-                                    [self.floors[n] for n, _, _ in producers if n in self.floors]), size)
-        return ChannelGroup(root, size, producers, sorted(set(norms)), sorted(set(consumers)), min_keep, slots)
+                                    [self.floors[n] for n, _, _ in producers if n in self.floors]), size, tie)
+        return ChannelGroup(root, size, producers, sorted(set(norms)), sorted(set(consumers)), min_keep, slots, tie)
 
     def _cost_table(self, names: dict, input_shape: tuple[int, ...]) -> list[LayerCost]:
         """One LayerCost per parametrised layer and per parameter outside the known layers, each dimension linked
@@ -180,11 +198,11 @@ class ChannelPruner:
         for name, m in self.model.named_modules():
             own = dict(m.named_parameters(recurse=False))
             if isinstance(m, (*CONVS, nn.Linear)):
-                c_in, c_out = m.weight.shape[1], m.weight.shape[0]  # a depthwise conv: c_in = 1 per group
+                c_in, c_out = m.weight.shape[1] * ties(m), m.weight.shape[0]  # a depthwise conv: c_in = 1 per group
                 unit = m.weight[0, 0].numel()
                 kind = "depthwise" if is_depthwise(m) else "weight"
                 costs.append(LayerCost(name, kind, side(name, "out", c_out), side(name, "in", c_in), unit,
-                                       m.bias is not None, pixels.get(name, 0)))
+                                       m.bias is not None, pixels.get(name, 0), ties(m)))
                 own = {k: v for k, v in own.items() if k not in ("weight", "bias")}
             elif isinstance(m, NORMS) and own:
                 width = width_of(m, True)
@@ -202,9 +220,10 @@ class ChannelPruner:
         """The dimension torch-pruning slices a parameter along (its graph node's pruning_dim)."""
         return self.graph.module2node[p].pruning_dim % p.dim()
 
-    def rounded(self, count: int, size: int) -> int:
-        """`count` channels of a group of `size` rounded by this pruner's round_to (`rounded_width`)."""
-        return rounded_width(count, size, self.round_to)
+    def rounded(self, count: int, size: int, tie: int = 1) -> int:
+        """`count` channels of a group of `size` in `tie` equal parts, rounded up to a multiple of round_to and of
+        tie (`rounded_width`)."""
+        return rounded_width(count, size, math.lcm(self.round_to, tie))
 
     def producer_floors(self) -> dict[str, int]:
         """{producer name: its group's min_keep}, to hand to the pruner of a later step (`floors`)."""
@@ -259,15 +278,21 @@ class ChannelPruner:
 
     def kept_counts(self, scores: dict[str, torch.Tensor], threshold: float) -> dict[str, int]:
         """Channels kept per group when every channel scoring <= threshold is removed, within the cap, rounded
-        up to a multiple of round_to (so the count never rises with the threshold: the bisection holds)."""
-        return {g.root: max(g.min_keep, self.rounded(int((scores[g.root] > threshold).sum()), g.size))
+        up to a multiple of round_to and of the group's ties (so the count never rises with the threshold: the
+        bisection holds)."""
+        return {g.root: max(g.min_keep, self.rounded(int((scores[g.root] > threshold).sum()), g.size, g.ties))
                 for g in self.groups}
 
+    def tied(self, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Group scores with tied channels scored alike (`ChannelGroup.tied`), what search and plan threshold."""
+        return {g.root: g.tied(scores[g.root]) for g in self.groups}
+
     def plan(self, scores: dict[str, torch.Tensor], threshold: float) -> dict[str, torch.Tensor]:
-        """Kept channel indices (sorted, group order) per group: its kept_counts highest-scoring channels."""
+        """Kept channel indices (sorted, group order) per group: its kept_counts highest-scoring channels, tied
+        channels together."""
+        scores = self.tied(scores)
         counts = self.kept_counts(scores, threshold)
-        return {r: torch.sort(torch.argsort(scores[r], descending=True, stable=True)[:k]).values
-                for r, k in counts.items()}
+        return {g.root: torch.sort(g.order(scores[g.root])[:counts[g.root]]).values for g in self.groups}
 
     def search(self, scores: dict[str, torch.Tensor], target: float, base_params: int,
                strict: bool = True) -> tuple[float, float]:
@@ -276,10 +301,11 @@ class ChannelPruner:
         TargetUnreachable when the best misses `target` by more than one percentage point (e.g. the per-layer
         cap forbids it); an intermediate step of an iterative schedule takes the closest instead."""
         check_target(target)
+        scores = self.tied(scores)
         values = torch.cat([s for s in scores.values()]).unique()
         values = values[values != math.inf]  # +inf: a group kept whole (group_scores' keep_unscored)
         candidates = [-math.inf] + values.tolist()
-        order = {r: torch.argsort(s, descending=True, stable=True) for r, s in scores.items()}
+        order = {g.root: g.order(scores[g.root]) for g in self.groups}
         removed = lambda t: 1.0 - self.cost({r: order[r][:k] for r, k in  # noqa: E731
                                             self.kept_counts(scores, t).items()})[0] / base_params
         threshold, got = closest_threshold(candidates, removed, target)
@@ -317,62 +343,13 @@ class ChannelPruner:
     @torch.no_grad()
     def _check_forward(self) -> None:
         """Run the pruned model once; ValueError if it fails. The dependency graph follows additions,
-        concatenations and splits, but not an operation that reshapes the channel dimension into groups (a
-        channel shuffle: view(N, g, C/g, H, W)); such a model is left broken, so prune a copy
-        (pruning_lib.prune does)."""
+        concatenations and splits, and groups through a channel shuffle are kept whole (`layers.is_channel_shuffle`);
+        this is the safety net for another reshaping of the channel dimension it does not follow. Such a model is
+        left broken, so prune a copy (pruning_lib.prune does)."""
         try:
             with eval_mode(self.model):
                 self.model(torch.zeros(1, *self.input_shape, device=next(self.model.parameters()).device))
         except RuntimeError as e:
             raise ValueError(f"model: its forward pass fails after channel removal ({str(e).splitlines()[0]}): an "
-                             "operation reshapes the channel dimension (e.g. a channel shuffle) in a way the "
-                             "dependency graph does not follow; prune it with the low-rank or magnitude methods") from e
-
-
-@dataclass
-class Selection:
-    """A chosen plan: kept channel indices per group, the threshold, achieved fraction and kept counts."""
-
-    plan: dict[str, torch.Tensor]
-    threshold: float
-    achieved: float
-    kept: dict[str, int] = field(default_factory=dict)
-
-
-def select(pruner: ChannelPruner, scores: dict[str, torch.Tensor], target: float, base_params: int,
-           strict: bool = True) -> Selection:
-    """Search the global threshold for `target` (ChannelPruner.search) and return the plan it gives."""
-    threshold, got = pruner.search(scores, target, base_params, strict)
-    plan = pruner.plan(scores, threshold)
-    return Selection(plan, threshold, got, {r: len(k) for r, k in plan.items()})
-
-
-def run_channel_method(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float,
-                       score_fn: Callable[[ChannelPruner], dict[str, torch.Tensor]],
-                       before_apply: Callable[[ChannelPruner, Selection], None] | None = None,
-                       info: dict[str, Any] | None = None, steps: int = 1, round_to: int = 1) -> PruneResult:
-    """The shared schedule of every channel method, per step (step_targets): groups, group scores from
-    `score_fn(pruner)`, threshold search, optional `before_apply` (e.g. the OBS weight correction), physical
-    removal, BatchNorm re-estimation before the next step (if this one removed channels); then measurement."""
-    state: dict[str, Any] = {"sizes": None, "floors": None}
-
-    def step(k: int, goal: float) -> bool:
-        pruner = ChannelPruner(model, ctx.input_shape, layer_cap, state["floors"], round_to)
-        if state["sizes"] is None:
-            state["sizes"], state["floors"] = {g.root: g.size for g in pruner.groups}, pruner.producer_floors()
-        sel = select(pruner, score_fn(pruner), goal, ctx.base_params, strict=k == steps - 1)
-        if before_apply is not None:
-            before_apply(pruner, sel)
-        pruner.apply(sel.plan)
-        state["sel"] = sel
-        return any(sel.kept[g.root] < g.size for g in pruner.groups)  # removed channels: BatchNorm re-estimated
-
-    run_steps(model, ctx.loader, target, steps, step, rule="geometric", bn_batches=STEP_BN_BATCHES)
-    sel, sizes = state["sel"], state["sizes"]
-    details = {"threshold": sel.threshold, "achieved_dense": sel.achieved, "kept_channels": sel.kept,
-               "group_sizes": sizes, "steps": steps, "round_to": round_to,
-               **(info or {})}
-    return finish(model, ctx, details)
-
-
-
+                             "operation reshapes the channel dimension in a way the dependency graph does not "
+                             "follow; prune it with the low-rank or magnitude methods") from e

@@ -41,7 +41,8 @@ from ...curvature.fisher import FISHERS
 from ...curvature.kfac import MAX_FACTOR
 from ...curvature.quadratic import kfac_quadratic_form
 from ...pruner import PruneContext, PruneResult
-from .groups import GROUP_REDUCTIONS, NORMALIZATIONS, ChannelPruner, Selection, run_channel_method
+from .groups import GROUP_REDUCTIONS, NORMALIZATIONS, ChannelPruner
+from .schedule import Selection, run_channel_method
 from .layers import is_depthwise
 
 SALIENCIES = ("diag", "kron")
@@ -127,7 +128,7 @@ def apply_obs_correction(pruner: ChannelPruner, factors: dict[str, dict[str, tor
     for g in pruner.groups:
         kept = set(plan[g.root].tolist())
         for n, idxs, root_idxs in g.producers:
-            if n not in factors:  # a producer without K-FAC factors (depthwise): removed without correction
+            if n not in factors:  # a producer without K-FAC factors (depthwise / grouped): removed without correction
                 continue
             m = modules[n]
             w = weight_matrix(m)
@@ -168,15 +169,16 @@ def prune_obs(model: nn.Module, ctx: PruneContext, target: float, layer_cap: flo
     """Registry entry: C-OBS with im2col K-FAC; with `correction` the kept weights of each producer get the
     OBS update ΔW = -G⁻¹[:, R] ([G⁻¹]_RR)⁻¹ W_R before the channels R are removed. A producer whose factor
     side exceeds `max_factor` (VGG's Linear(25088, 4096)) is not scored nor corrected; a group with no scored
-    producer keeps its whole width. Such layers and depthwise convs are listed in info["skipped"], with the
+    producer keeps its whole width. Such layers and depthwise / grouped convs are listed in info["skipped"], with the
     reason in info["skip_reasons"]."""
     state: dict[str, Any] = {}
 
     def score(p: ChannelPruner) -> dict[str, torch.Tensor]:
-        modules = dict(model.named_modules())  # K-FAC has no factors for depthwise convs: they are not scored
-        depthwise = [n for n in p.producers if is_depthwise(modules[n])]
-        names = [n for n in p.producers if n not in depthwise]
-        state["reasons"] = {n: "depthwise conv: K-FAC forms no factors for it" for n in depthwise}
+        modules = dict(model.named_modules())  # K-FAC has no factors for depthwise / grouped convs: not scored
+        grouped = [n for n in p.producers if getattr(modules[n], "groups", 1) > 1]
+        names = [n for n in p.producers if n not in grouped]
+        state["reasons"] = {n: f"{'depthwise' if is_depthwise(modules[n]) else 'grouped'} conv: K-FAC forms no "
+                               "factors for it" for n in grouped}
         state["factors"] = obs_factors(model, names, ctx.loader, num_batches, fisher, damping, max_factor,
                                        state["reasons"])
         state["skipped"] = [n for n in p.producers if n in state["reasons"]]
@@ -191,7 +193,7 @@ def prune_obs(model: nn.Module, ctx: PruneContext, target: float, layer_cap: flo
                                       "normalize": normalize, "group_reduce": group_reduce},
                                 steps=steps, round_to=round_to)
     result.info["relative_correction"] = state["change"]
-    result.info["skipped"] = state["skipped"]  # depthwise producers: not scored, not corrected, still sliced
+    result.info["skipped"] = state["skipped"]  # depthwise / grouped producers: not scored, not corrected, still sliced
     result.info["skip_reasons"] = state["reasons"]
     return result
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from ...curvature import compute_kfac
 from ...curvature.damping import damp
-from ...curvature.kfac import MAX_FACTOR
+from ...curvature.kfac import CONVS, MAX_FACTOR
 from ...metrics import layer_pixels
 from ...models import classifier_of
 from .rebuild import EigenBottleneck, EigenPair, collapse_pairs, is_pair_layer, is_pointwise, scored_weight
@@ -111,7 +111,7 @@ def floored(eig: torch.Tensor) -> torch.Tensor:
 
 
 def prunable_layers(model: nn.Module, include_classifier: bool = False) -> list[str]:
-    """Names of the layers EigenDamage can factor: every ungrouped Conv2d and every Linear (the classifier
+    """Names of the layers EigenDamage can factor: every ungrouped Conv1d / Conv2d and every Linear (the classifier
     only if asked), and every EigenBottleneck / EigenPair (a layer factored before), not the parts inside one."""
     head = None if include_classifier else classifier_of(model)
     names, inside = [], set()
@@ -121,21 +121,21 @@ def prunable_layers(model: nn.Module, include_classifier: bool = False) -> list[
         if isinstance(m, (EigenBottleneck, EigenPair)):
             inside.add(name)
             names.append(name)
-        elif (isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1)) and m is not head:
+        elif (isinstance(m, nn.Linear) or (isinstance(m, CONVS) and m.groups == 1)) and m is not head:
             names.append(name)
     return names
 
 
 def require_prunable(model: nn.Module, names: list[str], include_classifier: bool) -> None:
     """Raise a ValueError naming the model's layers when `names` (prunable_layers) is empty: EigenDamage rebuilds
-    ungrouped Conv2d and Linear layers only, so e.g. a Conv1d or LSTM net with a Linear classifier has none."""
+    ungrouped Conv1d / Conv2d and Linear layers only, so e.g. an LSTM net with a Linear classifier has none."""
     if names:
         return
     head = classifier_of(model)
     found = [f"{n} ({type(m).__name__}{', the classifier' if m is head else ''})" for n, m in model.named_modules()
              if any(True for _ in m.parameters(recurse=False))]
     classifier = "" if include_classifier else " (the classifier only with include_classifier=True)"
-    raise ValueError(f"model: no layer EigenDamage can factor: it rebuilds ungrouped Conv2d and Linear layers"
+    raise ValueError(f"model: no layer EigenDamage can factor: it rebuilds ungrouped Conv1d / Conv2d and Linear layers"
                      f"{classifier}; this model's layers with parameters are {', '.join(found) or 'none'}")
 
 
@@ -153,8 +153,8 @@ def layer_scores(module: nn.Module, name: str, bases: tuple[torch.Tensor, ...],
     outer_out = {EigenBottleneck: "rot_out", EigenPair: "second"}.get(type(module))
     outer_in = getattr(module, outer_in) if outer_in else module
     outer_out = getattr(module, outer_out) if outer_out else module
-    c_in = outer_in.in_channels if isinstance(outer_in, nn.Conv2d) else outer_in.in_features
-    c_out = outer_out.out_channels if isinstance(outer_out, nn.Conv2d) else outer_out.out_features
+    c_in = outer_in.in_channels if isinstance(outer_in, CONVS) else outer_in.in_features
+    c_out = outer_out.out_channels if isinstance(outer_out, CONVS) else outer_out.out_features
     params = sum(p.numel() for p in module.parameters())
     ls = LayerScores(name=name, c_in=c_in, c_out=c_out, kernel=w_star.shape[2], bias=outer_out.bias is not None,
                      in_pixels=pixels[0], out_pixels=pixels[1], params=params, macs=0, weight_star=w_star,

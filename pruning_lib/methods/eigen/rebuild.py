@@ -1,11 +1,11 @@
 """Rebuilding a layer of the eigen family: the EigenBottleneck and EigenPair forms and the rank-r rebuild.
 
-A pruned convolution (1x1 included) becomes rot_in (1x1, Q_A'ᵀ) -> core (W*', original kernel / stride /
+A pruned convolution (Conv1d or Conv2d, groups = 1, 1x1 included) becomes rot_in (1x1, Q_A'ᵀ) -> core (W*', original kernel / stride /
 padding / dilation) -> rot_out (1x1, Q_G', original bias): its output width is unchanged, so BatchNorm and
 residual paths are untouched. A layer factored before is re-factored in place of its core, its rotations
 merged, so it stays one 1x1 -> core -> 1x1 however often it is pruned.
 
-A pruned Linear layer (and, with the eigen option `pointwise_pairs`, a 1x1 Conv2d: off by default, so the CNN
+A pruned Linear layer (and, with the eigen option `pointwise_pairs`, a 1x1 conv: off by default, so the CNN
 results measured with bottlenecks stay reproducible) becomes an EigenPair: the same three factors Q_G' W*' Q_A'ᵀ
 with the core folded into the side of larger rank, first (C_in -> r, no bias; a conv's stride and padding) ->
 second (r -> C_out, original bias),
@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+from ...curvature.kfac import CONVS  # the convolutions K-FAC covers (groups = 1) are the ones rebuilt here
 
 if TYPE_CHECKING:
     from .basis import LayerScores
@@ -56,8 +58,9 @@ def pair_weight(pair: EigenPair) -> torch.Tensor:
 
 
 def is_pointwise(module: nn.Module) -> bool:
-    """A 1x1 Conv2d with groups = 1: a Linear map of the channels at every pixel (stride and padding aside)."""
-    return isinstance(module, nn.Conv2d) and module.groups == 1 and tuple(module.kernel_size) == (1, 1)
+    """A 1x1 Conv1d / Conv2d with groups = 1: a Linear map of the channels at every position (stride and padding
+    aside)."""
+    return isinstance(module, CONVS) and module.groups == 1 and all(k == 1 for k in module.kernel_size)
 
 
 def core_of(module: nn.Module) -> nn.Module:
@@ -85,9 +88,9 @@ def collapsed_pair(module: EigenPair) -> nn.Module:
     an EigenPair (weight second.W · first.W, its bias)."""
     w, first = pair_weight(module), module.first
     bias = module.second.bias
-    if isinstance(first, nn.Conv2d):
-        new = nn.Conv2d(w.shape[1], w.shape[0], 1, first.stride, first.padding, bias=bias is not None,
-                        padding_mode=first.padding_mode)
+    if isinstance(first, CONVS):
+        new = type(first)(w.shape[1], w.shape[0], 1, first.stride, first.padding, bias=bias is not None,
+                          padding_mode=first.padding_mode)
     else:
         new = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
     new = new.to(w.device, w.dtype)
@@ -156,9 +159,10 @@ def build_pair(module: nn.Module, rot_out: torch.Tensor, core: torch.Tensor, rot
         first_w, second_w, rotation = rot_in, rot_out @ core, 0
     r = first_w.shape[0]
     conv = module.first if isinstance(module, EigenPair) else core_of(module)
-    if isinstance(conv, nn.Conv2d):
-        first = nn.Conv2d(c_in, r, 1, conv.stride, conv.padding, bias=False, padding_mode=conv.padding_mode, **like)
-        second = nn.Conv2d(r, c_out, 1, bias=bias is not None, **like)
+    if isinstance(conv, CONVS):
+        Conv = type(conv)
+        first = Conv(c_in, r, 1, conv.stride, conv.padding, bias=False, padding_mode=conv.padding_mode, **like)
+        second = Conv(r, c_out, 1, bias=bias is not None, **like)
     else:
         first = nn.Linear(c_in, r, bias=False, **like)
         second = nn.Linear(r, c_out, bias=bias is not None, **like)
@@ -195,11 +199,12 @@ def build_bottleneck(module: nn.Module, rot_out: torch.Tensor, core: torch.Tenso
     bias = bias_of(module)
     c_out, c_in, (r_out, r_in) = rot_out.shape[0], rot_in.shape[1], core.shape[:2]
     like = dict(device=inner.weight.device, dtype=inner.weight.dtype)
-    if isinstance(inner, nn.Conv2d):
-        parts = (nn.Conv2d(c_in, r_in, 1, bias=False, **like),
-                 nn.Conv2d(r_in, r_out, inner.kernel_size, inner.stride, inner.padding, inner.dilation, bias=False,
-                           padding_mode=inner.padding_mode, **like),
-                 nn.Conv2d(r_out, c_out, 1, bias=bias is not None, **like))
+    if isinstance(inner, CONVS):
+        Conv = type(inner)
+        parts = (Conv(c_in, r_in, 1, bias=False, **like),
+                 Conv(r_in, r_out, inner.kernel_size, inner.stride, inner.padding, inner.dilation, bias=False,
+                      padding_mode=inner.padding_mode, **like),
+                 Conv(r_out, c_out, 1, bias=bias is not None, **like))
     else:
         parts = (nn.Linear(c_in, r_in, bias=False, **like), nn.Linear(r_in, r_out, bias=False, **like),
                  nn.Linear(r_out, c_out, bias=bias is not None, **like))

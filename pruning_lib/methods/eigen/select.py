@@ -87,11 +87,14 @@ def search_threshold(layers: list[LayerScores], target: float, layer_cap: float,
                                target_kind, current_params, base_params)
     threshold, got = closest_threshold(candidates, value, target)
     if abs(got - target) > TOLERANCE:
+        bottlenecks = sum(ls.kernel == 1 and not ls.pair for ls in layers)  # 1x1 convs as 1x1 -> core -> 1x1
+        hint = (f", or set pointwise_pairs=True ({bottlenecks} 1x1 convs are rebuilt as three 1x1 convs; as rank-r "
+                "pairs they cost r·(C_in + C_out))" if bottlenecks else "")
         raise TargetUnreachable(f"target: {target} cannot be reached within 1 point by eigendamage "
                                 f"(target_kind={target_kind}, layer_cap={layer_cap}, round_to={round_to}): "
                                 f"the nearest is {got:.4f} "
-                                f"(at most {value(candidates[-1]):.4f}); raise layer_cap or include the classifier",
-                                closest=got)
+                                f"(at most {value(candidates[-1]):.4f}); raise layer_cap or include the classifier"
+                                f"{hint}", closest=got)
     return threshold, got
 
 

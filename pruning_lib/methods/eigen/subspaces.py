@@ -17,6 +17,7 @@ from torch import nn
 
 from ...curvature import compute_kfac
 from ...curvature.damping import damp
+from ...curvature.kfac import CONVS
 from ...curvature.quadratic import kfac_predicted_increase
 from .basis import LayerScores
 from .rebuild import (EigenBottleneck, EigenPair, build_layer, collapsed_pair, pair_weight, rebuild_layers,
@@ -122,9 +123,9 @@ def collapsed_kfac(model: nn.Module, names: list[str], loader, fisher: str, num_
         elif isinstance(m, EigenBottleneck):
             inner = m.core
             w = effective_weight(m)
-            if isinstance(inner, nn.Conv2d):
-                new = nn.Conv2d(w.shape[1], w.shape[0], inner.kernel_size, inner.stride, inner.padding,
-                                inner.dilation, bias=m.rot_out.bias is not None, padding_mode=inner.padding_mode)
+            if isinstance(inner, CONVS):
+                new = type(inner)(w.shape[1], w.shape[0], inner.kernel_size, inner.stride, inner.padding,
+                                  inner.dilation, bias=m.rot_out.bias is not None, padding_mode=inner.padding_mode)
             else:
                 new = nn.Linear(w.shape[1], w.shape[0], bias=m.rot_out.bias is not None)
             new = new.to(w.device, w.dtype)
