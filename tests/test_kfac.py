@@ -348,3 +348,48 @@ def test_conv1d_factors_are_those_of_a_height_one_conv2d(form):
     torch.manual_seed(0)
     assert_same_curvature(Signal(False).double(), Signal(True).double(), "conv",
                           torch.randn(10, 3, 17, dtype=torch.float64), 2, form)
+
+
+class TinyBlock(nn.Module):
+    """A transformer-style MLP block on (N, T, D) tokens: LayerNorm, Linear -> GELU -> Linear with a residual, mean
+    over tokens, a Linear head (every Linear with a bias: A carries the homogeneous coordinate)."""
+
+    def __init__(self, d: int = 4, hidden: int = 6, classes: int = 3):
+        super().__init__()
+        self.norm, self.up, self.down = nn.LayerNorm(d), nn.Linear(d, hidden), nn.Linear(hidden, d)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, x):
+        x = x + self.down(F.gelu(self.up(self.norm(x))))
+        return self.head(x.mean(1))
+
+
+@pytest.mark.parametrize("approx", ["expand", "reduce"])
+def test_kfac_of_weight_shared_linear_layers_equals_curvlinops(approx):
+    """Oracle: curvlinops' KFACLinearOperator (type-2 = the exact Fisher, weight and bias joint, kfac_approx
+    "expand" | "reduce") gives the same A and G for every Linear layer of a tiny transformer block (float64,
+    ≤ 1e-10), over two batches."""
+    from curvlinops import KFACLinearOperator
+
+    torch.manual_seed(0)
+    model = TinyBlock().double()
+    x, y = torch.randn(12, 5, 4, dtype=torch.float64), torch.randint(0, 3, (12,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=6)
+    ours = compute_kfac(model, loader, fisher="exact", num_batches=2, approx=approx)
+    params = [p for n, p in model.named_parameters() if not n.startswith("norm.")]
+    reference = KFACLinearOperator(model, nn.CrossEntropyLoss(), params, list(loader), fisher_type="type-2",
+                                   kfac_approx=approx, separate_weight_and_bias=False, check_deterministic=False)
+    reference.compute_kronecker_factors()
+    state = reference.state_dict()
+    for name in ("up", "down", "head"):
+        assert rel(ours[name].A, state["input_covariances"][name]) <= 1e-10, name
+        assert rel(ours[name].G, state["gradient_covariances"][name]) <= 1e-10, name
+    if approx == "reduce":  # the pooled head sees one position per example: both forms agree there
+        assert rel(ours["head"].A, compute_kfac(model, loader, fisher="exact", num_batches=2)["head"].A) <= 1e-12
+
+
+def test_kfac_approx_is_checked():
+    model = TinyBlock().double()
+    loader = DataLoader(TensorDataset(torch.randn(4, 5, 4, dtype=torch.float64), torch.randint(0, 3, (4,))))
+    with pytest.raises(ValueError, match="approx"):
+        compute_kfac(model, loader, approx="mean")

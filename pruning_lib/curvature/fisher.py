@@ -13,6 +13,7 @@ from ..checks import check_choice
 
 KFAC_FORMS = ("channel_patch", "im2col")
 FISHERS = ("true", "exact", "empirical")
+KFAC_APPROXES = ("expand", "reduce")  # a Linear layer on (N, *, D): Eschenhagen et al. 2023 (compute_kfac)
 
 
 def check_form_and_fisher(form: str, fisher: str) -> None:

@@ -18,6 +18,14 @@ p_c ("exact": E_{y~p}[∇ℓ ∇ℓᵀ] in closed form, one backward pass per cl
 few examples whose drawn label disagrees with the prediction, so one draw per example can swing it by decades:
 use "exact" where the values themselves are compared (notebook 07), at C times the backward passes.
 The model runs in eval mode (BatchNorm uses running statistics, examples stay independent).
+
+A Linear layer on (N, *, D) inputs (tokens, channels-last pixels) shares its weight over the extra positions t,
+like a conv over pixels. `approx` picks how (Eschenhagen et al., NeurIPS 2023, as curvlinops' kfac_approx):
+"expand" (default) counts every position as a row, A = Σ_{n,t} a aᵀ / (N·T), G = Σ_{n,t} δ δᵀ / N, the
+form a conv's pixels take here, so a channels-last Linear and the same 1x1 conv get the same factors (tested);
+"reduce" first averages the inputs and sums the output gradients over the positions of each example,
+A = Σ_n ā āᵀ / N, G = Σ_n δ̄ δ̄ᵀ / N: cheaper (N rows instead of N·T), and the natural one when the loss
+sees the positions only through a pooled output (a ViT's class token or mean pooling).
 """
 from __future__ import annotations
 
@@ -30,10 +38,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..batches import first_batches
+from ..checks import check_choice
 from ..distributed import all_reduce_count, all_reduce_sum
 from ..modes import eval_mode
 from .damping import damp
-from .fisher import check_form_and_fisher, fisher_losses, quiet_backward
+from .fisher import KFAC_APPROXES, check_form_and_fisher, fisher_losses, quiet_backward
 
 # compute_kfac's default largest factor side: 8192² in float64 is 512 MB, its eigh ~80 s on 2 CPU cores (4096: 9 s);
 # it forms 512-channel 3x3 convs in im2col (4608) and VGG's Linear(4096, 4096), skips VGG's Linear(25088, 4096).
@@ -143,11 +152,12 @@ def _conv_positions(x_hw: tuple[int, int], conv: nn.Module) -> int:
     return out[0] * out[1]
 
 
-def input_rows(module: nn.Module, x: torch.Tensor, form: str) -> tuple[torch.Tensor, int]:
-    """(Σ_rows a aᵀ, rows) of one batch of layer inputs `x` in the given form (homogeneous 1 if bias)."""
+def input_rows(module: nn.Module, x: torch.Tensor, form: str, approx: str = "expand") -> tuple[torch.Tensor, int]:
+    """(Σ_rows a aᵀ, rows) of one batch of layer inputs `x` in the given form (homogeneous 1 if bias); a Linear
+    layer's extra positions are rows ("expand") or averaged per example ("reduce")."""
     bias = module.bias is not None
     if isinstance(module, nn.Linear):
-        a = x.reshape(-1, x.shape[-1])
+        a = x.reshape(x.shape[0], -1, x.shape[-1]).mean(1) if approx == "reduce" else x.reshape(-1, x.shape[-1])
         if bias:
             a = torch.cat([a, a.new_ones(a.shape[0], 1)], 1)
         return a.T @ a, a.shape[0]
@@ -171,12 +181,12 @@ def input_rows(module: nn.Module, x: torch.Tensor, form: str) -> tuple[torch.Ten
     return s, rows
 
 
-def _output_gram(module: nn.Module, g: torch.Tensor) -> torch.Tensor:
+def _output_gram(module: nn.Module, g: torch.Tensor, approx: str = "expand") -> torch.Tensor:
     """Σ_{n,t} δ δᵀ of per-example output gradients g: a conv's (N, C_out, H, W), or a Linear's (N, *, C_out),
     whose extra leading dimensions (tokens, channels-last positions) count as positions t like a conv's pixels
-    (the "expand" form of Eschenhagen et al. 2023; A takes the same rows)."""
+    ("expand"), or are summed per example first ("reduce": Σ_n δ̄ δ̄ᵀ, δ̄ = Σ_t δ_t)."""
     if isinstance(module, nn.Linear):
-        gf = g.reshape(-1, g.shape[-1])
+        gf = g.reshape(g.shape[0], -1, g.shape[-1]).sum(1) if approx == "reduce" else g.reshape(-1, g.shape[-1])
         return gf.T @ gf
     gf = g.flatten(2)
     return torch.bmm(gf, gf.transpose(1, 2)).sum(0)
@@ -215,8 +225,10 @@ def factor_sides(module: nn.Module, form: str) -> tuple[int, int]:
 
 def compute_kfac(model: nn.Module, loader: DataLoader, form: str = "channel_patch", fisher: str = "true",
                  num_batches: int = 4, mc_samples: int = 1, damping: float = 0.0,
-                 layers: list[str] | None = None, max_factor: int | None = MAX_FACTOR) -> KFAC:
-    """K-FAC factors (A, G) of every Conv2d / Linear layer, averaged over `num_batches` batches.
+                 layers: list[str] | None = None, max_factor: int | None = MAX_FACTOR,
+                 approx: str = "expand") -> KFAC:
+    """K-FAC factors (A, G) of every Conv2d / Linear layer, averaged over `num_batches` batches; `approx`:
+    "expand" | "reduce" for Linear layers on (N, *, D) inputs (module docstring).
 
     One forward pass per batch records inputs (forward hooks) and the backward passes of `fisher_losses`
     (`mc_samples` for "true", one per class for "exact") record output gradients (gradient hooks on the layer
@@ -224,6 +236,7 @@ def compute_kfac(model: nn.Module, loader: DataLoader, form: str = "channel_patc
     the model's device. A layer whose `factor_sides` exceed `max_factor` (None: no limit) goes to skipped /
     too_large."""
     check_form_and_fisher(form, fisher)
+    check_choice(approx, KFAC_APPROXES, "approx")
     if num_batches < 1 or mc_samples < 1:
         raise ValueError(f"num_batches, mc_samples: must be >= 1 (got {num_batches}, {mc_samples})")
     modules, skipped = kfac_layers(model, layers)
@@ -240,13 +253,13 @@ def compute_kfac(model: nn.Module, loader: DataLoader, form: str = "channel_patc
 
     def grad_hook(name):
         def hook(gout):
-            gg = _output_gram(modules[name], gout.detach() * scale[0])
+            gg = _output_gram(modules[name], gout.detach() * scale[0], approx)
             g_sum[name] = gg if g_sum[name] is None else g_sum[name] + gg
         return hook
 
     def fwd(name):
         def hook(mod, inp, out):
-            s, r = input_rows(mod, inp[0].detach(), form)
+            s, r = input_rows(mod, inp[0].detach(), form, approx)
             a_sum[name] = s if a_sum[name] is None else a_sum[name] + s
             rows[name] += r
             # A gradient hook on the output tensor instead of register_full_backward_hook: the module

@@ -194,17 +194,18 @@ def ekfac_scores(ls: LayerScores, moments: torch.Tensor) -> LayerScores:
 def score_model(model: nn.Module, loader, names: list[str], input_shape: tuple[int, ...], *, fisher: str = "true",
                 num_batches: int = 4, max_factor: int | None = MAX_FACTOR, reasons: dict[str, str] | None = None,
                 factors: dict | None = None, plain: nn.Module | None = None,
-                pointwise_pairs: bool = False) -> tuple[list[LayerScores], list[str]]:
+                pointwise_pairs: bool = False, approx: str = "expand") -> tuple[list[LayerScores], list[str]]:
     """Channel-patch K-FAC of the named layers (of their cores when already factored as EigenBottlenecks; of
     the Linear an EigenPair applies, on `plain` = rebuild.collapse_pairs(model, names), made here if not given),
     their eigenbases and direction scores. Returns (scores per layer, layers K-FAC skipped); a layer with a
     factor side above `max_factor` is skipped, and why is added to `reasons` (if given); `factors` (if given)
-    receives {layer: its LayerKFAC} (modules of `plain`); `pointwise_pairs`: 1x1 convs become rank-r pairs."""
+    receives {layer: its LayerKFAC} (modules of `plain`); `pointwise_pairs`: 1x1 convs become rank-r pairs;
+    `approx`: K-FAC's "expand" | "reduce" for Linear layers on (N, *, D) inputs."""
     modules = dict(model.named_modules())
     plain = collapse_pairs(model, names) if plain is None else plain
     kfac_names = {n: (f"{n}.core" if isinstance(modules[n], EigenBottleneck) else n) for n in names}
     kfac = compute_kfac(plain, loader, form="channel_patch", fisher=fisher, num_batches=num_batches,
-                        layers=list(kfac_names.values()), max_factor=max_factor)
+                        layers=list(kfac_names.values()), max_factor=max_factor, approx=approx)
     skipped = [n for n in names if kfac_names[n] in set(kfac.skipped) or kfac_names[n] not in kfac]
     if reasons is not None:
         reasons.update({n: kfac.too_large.get(kfac_names[n], "no K-FAC factors") for n in skipped})

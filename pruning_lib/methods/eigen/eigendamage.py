@@ -22,7 +22,7 @@ from typing import Any, Callable
 from torch import nn
 
 from ...checks import check_choice, check_target, checked, option_error
-from ...curvature.fisher import FISHERS
+from ...curvature.fisher import FISHERS, KFAC_APPROXES
 from ...curvature.kfac import MAX_FACTOR
 from ...metrics import count_params
 from ...pruner import PruneContext, PruneResult, finish, run_steps
@@ -41,7 +41,9 @@ class EigenOptions:
     trained in fine-tuning;  round_to  kept ranks multiples of it (or the whole width);  max_factor  layers with
     a K-FAC factor side above it are skipped;  pointwise_pairs  rebuild 1x1 convs as rank-r pairs, r·(C_in + C_out)
     parameters, like Linear layers, instead of 1x1 -> core -> 1x1 (off: the CNN benchmarks were measured with
-    bottlenecks; MobileNetV2 / EfficientNet need it to reach 50 %)."""
+    bottlenecks; MobileNetV2 / EfficientNet need it to reach 50 %);  kfac_approx  "expand" | "reduce": how K-FAC
+    treats a Linear layer's extra positions (tokens, channels-last pixels), curvature.kfac (expand, the default:
+    like a conv's pixels, so a channels-last Linear and the same 1x1 conv are scored alike)."""
 
     include_classifier: bool = False
     fisher: str = "true"
@@ -52,10 +54,12 @@ class EigenOptions:
     round_to: int = 1
     max_factor: int = MAX_FACTOR
     pointwise_pairs: bool = False
+    kfac_approx: str = "expand"
 
     def __post_init__(self) -> None:
+        choices = {"fisher": FISHERS, "kfac_approx": KFAC_APPROXES}
         for f in fields(self):
-            problem = option_error(f.name, getattr(self, f.name), f.default, FISHERS if f.name == "fisher" else ())
+            problem = option_error(f.name, getattr(self, f.name), f.default, choices.get(f.name, ()))
             if problem:
                 raise ValueError(f"{f.name}: {problem}")
 
@@ -109,7 +113,7 @@ def eigendamage(model: nn.Module, loader, target: float, input_shape: tuple[int,
         t0 = time.perf_counter()
         layers, skipped = score_model(model, loader, names, input_shape, fisher=o.fisher, num_batches=o.num_batches,
                                       max_factor=o.max_factor, reasons=info["skip_reasons"],
-                                      pointwise_pairs=o.pointwise_pairs)
+                                      pointwise_pairs=o.pointwise_pairs, approx=o.kfac_approx)
         info["kfac_seconds"] += time.perf_counter() - t0
         threshold, got = search_threshold(layers, goal, o.layer_cap, current_params=count_params(model),
                                           base_params=base_params, target_kind=target_kind, round_to=o.round_to)
@@ -125,7 +129,7 @@ def eigendamage(model: nn.Module, loader, target: float, input_shape: tuple[int,
     return model, info
 
 
-@checked(fisher=FISHERS, target_kind=TARGET_KINDS)
+@checked(fisher=FISHERS, target_kind=TARGET_KINDS, kfac_approx=KFAC_APPROXES)
 @with_options
 def prune_eigendamage(model: nn.Module, ctx: PruneContext, target: float, *, target_kind: str = "params",
                       options: EigenOptions) -> PruneResult:

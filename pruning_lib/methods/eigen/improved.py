@@ -37,7 +37,7 @@ from torch import nn
 from ...batches import first_batches
 from ...checks import TOLERANCE, checked
 from ...curvature.ekfac import ekfac_correction
-from ...curvature.fisher import FISHERS
+from ...curvature.fisher import FISHERS, KFAC_APPROXES
 from ...curvature.kfac import KFAC, MAX_FACTOR
 from ...metrics import count_params
 from ...modes import eval_mode
@@ -56,14 +56,14 @@ EIGENVALUES = ("kfac", "ekfac")
 def score_layers(model: nn.Module, loader, names: list[str], input_shape: tuple[int, ...], *, eigenvalues: str,
                  num_examples: int, fisher: str, num_batches: int, max_factor: int | None = MAX_FACTOR,
                  reasons: dict[str, str] | None = None,
-                 pointwise_pairs: bool = False) -> tuple[list[LayerScores], list[str], dict]:
+                 pointwise_pairs: bool = False, approx: str = "expand") -> tuple[list[LayerScores], list[str], dict]:
     """basis.score_model (K-FAC of the layers or their cores, eigenbases, direction scores; skipped layers
     and why), EKFAC-corrected if asked. Returns (scores, layers skipped, {layer: its LayerKFAC})."""
     factors: dict = {}
     plain = collapse_pairs(model, names)  # EigenPairs as the Linear they apply (the model itself when none)
     layers, skipped = score_model(model, loader, names, input_shape, fisher=fisher, num_batches=num_batches,
                                   max_factor=max_factor, reasons=reasons, factors=factors, plain=plain,
-                                  pointwise_pairs=pointwise_pairs)
+                                  pointwise_pairs=pointwise_pairs, approx=approx)
     if eigenvalues == "ekfac":  # keyed by the outer layer's name; the hooks go on the module K-FAC covered
         moments = ekfac_correction(plain, KFAC(factors, [], "channel_patch"), loader, num_examples, fisher,
                                    weight_only=True)
@@ -143,7 +143,7 @@ def bring_back(model: nn.Module, layers: list[LayerScores], plan: dict, target: 
 
 # ------------------------------------------------------------------------------------------------ the method
 
-@checked(eigenvalues=EIGENVALUES, subspace=SUBSPACES, budget=BUDGETS, fisher=FISHERS)
+@checked(eigenvalues=EIGENVALUES, subspace=SUBSPACES, budget=BUDGETS, fisher=FISHERS, kfac_approx=KFAC_APPROXES)
 @with_options
 def prune_improved_eigendamage(model: nn.Module, ctx: PruneContext, target: float, *, eigenvalues: str = "kfac",
                                num_examples: int = 1024, subspace: str = "whitened", budget: str = "saliency",
@@ -176,11 +176,13 @@ def prune_improved_eigendamage(model: nn.Module, ctx: PruneContext, target: floa
         layers, skipped, factors = score_layers(model, ctx.loader, names, ctx.input_shape, eigenvalues=eigenvalues,
                                                 num_examples=num_examples, fisher=o.fisher,
                                                 num_batches=o.num_batches, max_factor=o.max_factor,
-                                                reasons=info["skip_reasons"], pointwise_pairs=o.pointwise_pairs)
+                                                reasons=info["skip_reasons"], pointwise_pairs=o.pointwise_pairs,
+                                                approx=o.kfac_approx)
         info["seconds_scores"] += time.perf_counter() - t0
         layers = [budgeted(ls, budget) for ls in layers]
         if subspace == "whitened" and any(isinstance(model.get_submodule(n), EigenBottleneck) for n in factors):
-            outer = collapsed_kfac(model, list(factors), ctx.loader, fisher=o.fisher, num_batches=o.num_batches)
+            outer = collapsed_kfac(model, list(factors), ctx.loader, fisher=o.fisher, num_batches=o.num_batches,
+                                   approx=o.kfac_approx)
             factors = {n: outer[n] for n in factors}
         current = count_params(model)
         search = lambda t: search_threshold(layers, t, o.layer_cap, current_params=current,  # noqa: E731

@@ -111,7 +111,8 @@ def plain_tucker(w: torch.Tensor, ranks: tuple[int, int], n_iter: int = 10) -> t
     return u_out, torch.einsum("oa,obp,bc->acp", u_out, w, u_in), u_in.T
 
 
-def collapsed_kfac(model: nn.Module, names: list[str], loader, fisher: str, num_batches: int) -> dict:
+def collapsed_kfac(model: nn.Module, names: list[str], loader, fisher: str, num_batches: int,
+                   approx: str = "expand") -> dict:
     """K-FAC of the named layers as the plain layers they apply (EigenBottlenecks collapsed to R_out W* R_in,
     EigenPairs to second.W · first.W, on a copy; the outputs are the same), so that the whitened subspace of a
     factored layer uses its outer A and G."""
@@ -134,7 +135,8 @@ def collapsed_kfac(model: nn.Module, names: list[str], loader, fisher: str, num_
                 if new.bias is not None:
                     new.bias.copy_(m.rot_out.bias)
             plain.set_submodule(n, new)
-    return compute_kfac(plain, loader, form="channel_patch", fisher=fisher, num_batches=num_batches, layers=names)
+    return compute_kfac(plain, loader, form="channel_patch", fisher=fisher, num_batches=num_batches, layers=names,
+                        approx=approx)
 
 
 @torch.no_grad()
