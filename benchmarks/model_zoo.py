@@ -37,6 +37,7 @@ from torchvision.models.vision_transformer import VisionTransformer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pruning_lib  # noqa: E402
+from pruning_lib.models import vit_tiny  # noqa: E402
 from pruning_lib.registry import METHODS  # noqa: E402
 
 CLASSES, EXAMPLES, TARGET = 10, 32, 0.5
@@ -76,6 +77,12 @@ def vgg_small() -> nn.Module:
     model.avgpool = nn.AdaptiveAvgPool2d(1)
     model.classifier = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, CLASSES))
     return model
+
+
+def timm_vit(name: str) -> nn.Module:
+    """A timm model by name, random weights, 10 classes, for 32x32 images."""
+    import timm
+    return timm.create_model(name, pretrained=False, num_classes=CLASSES, img_size=32)
 
 
 def vit(image: int, patch: int, layers: int, heads: int, dim: int) -> nn.Module:
@@ -126,6 +133,7 @@ NETS: dict[str, Net] = {
                                  num_classes=CLASSES),
                          partial(tvm.convnext_tiny, num_classes=CLASSES), IMAGE),
     "vit": Net(partial(vit, 32, 8, 2, 2, 32), partial(vit, 32, 4, 4, 4, 128), IMAGE),
+    "vit_timm": Net(partial(vit_tiny, 1, 3, CLASSES, 32), partial(timm_vit, "vit_tiny_patch16_224"), IMAGE),
     "mlp": Net(partial(mlp, 3 * 32 * 32, (128, 64)), partial(mlp, 3 * 32 * 32, (128, 64)), IMAGE),
     "conv1d": Net(partial(conv1d_net, 16), partial(conv1d_net, 64), (4, 64)),
     "lstm": Net(LSTMNet, LSTMNet, (12, 8)),
@@ -145,6 +153,9 @@ LIMITS: dict[tuple[str, str], str] = {
        "convs as rank-r pairs), which reaches 50 % (tests/test_eigen_pairs.py)" for n in ("mobilenet_v2", "efficientnet_b0") for m in EIGEN},
     **{("vit", m): "the residual stream is coupled to nn.MultiheadAttention (packed in_proj), kept whole; the MLP "
        "neurons alone hold under half of the parameters" for m in CHANNEL},
+    **{("vit_timm", m): "timm's attention reshapes the qkv Linear's outputs into (3, heads, head_dim), which the "
+       "dependency graph does not follow: the pruned forward pass fails and the model is refused (pruning by whole "
+       "heads is the transformer issue's)" for m in CHANNEL},
     **{("lstm", m): "no method prunes LSTM weights; the Linear head alone cannot reach the target" for m in METHODS},
 }
 

@@ -151,7 +151,7 @@ def _check_device(device: Any) -> None:
 def _check_model_fits(cfg: Config) -> None:
     """One forward pass of the untrained model on a zero image of the dataset's shape (CPU, eval mode)."""
     c, size, classes = SHAPES[cfg.dataset]
-    model = build_model(cfg.model, cfg.width, c, classes).eval()
+    model = build_model(cfg.model, cfg.width, c, classes, size).eval()
     try:
         out = model(torch.zeros(1, c, size, size))
     except RuntimeError as e:

@@ -247,7 +247,7 @@ def train_baseline(splits: Splits, model_name: str, width: int, recipe: TrainRec
         ranks = f"_ws{world_size()}{'_syncbn' if sync_batchnorm else ''}" if is_distributed() else ""
         path = Path(cache_dir) / f"{splits.name}-{splits.key}_{model_name}_w{width}_s{seed}_{recipe.key()}{ranks}.pt"
     seed_everything(seed)
-    model = build_model(model_name, width, splits.in_channels, splits.num_classes).to(device)
+    model = build_model(model_name, width, splits.in_channels, splits.num_classes, splits.image_size).to(device)
     val_loader = make_loader(splits.val, 256, shard="eval")
     test_loader = make_loader(splits.test, 256, shard="eval")
     progress = progress and is_main()

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 
 from pruning_lib.metrics import count_macs, count_params, gflops
 from pruning_lib.models import build_model, classifier_of
@@ -40,3 +41,15 @@ def test_digits_resnet_is_small():
 def test_bad_model_arguments(kwargs, field):
     with pytest.raises(ValueError, match=field):
         build_model(**kwargs)
+
+
+@pytest.mark.parametrize("image_size,channels,tokens", [(28, 1, 17), (8, 1, 17), (32, 3, 17)])
+def test_vit_tiny_cuts_any_small_image_into_sixteen_patches(image_size, channels, tokens):
+    """timm's VisionTransformer, patches of image_size / 4: 16 tokens and the class token; 100-300 k parameters."""
+    model = build_model("vit_tiny", 1, channels, 10, image_size).eval()
+    assert model(torch.randn(2, channels, image_size, image_size)).shape == (2, 10)
+    assert model.pos_embed.shape[1] == tokens
+    assert 100_000 <= sum(p.numel() for p in model.parameters()) <= 300_000
+    assert all(isinstance(b.attn.qkv, nn.Linear) for b in model.blocks)  # projections are Linear modules
+    with pytest.raises(ValueError, match="image_size: 30 is not a multiple of 4"):
+        build_model("vit_tiny", 1, 1, 10, 30)
