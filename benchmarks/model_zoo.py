@@ -147,10 +147,7 @@ LOWRANK = ("svd", "tucker", "cp")
 # listed here prunes to the target, every listed pair is refused by pruning_lib in one line, none crashes).
 LIMITS: dict[tuple[str, str], str] = {
     **{("regnet_x_400mf", m): "grouped convs have no K-FAC (groups = 1 only), so EigenDamage does not rebuild them; "
-       "with them and the stem kept, at most 0.41 (0.45 with pointwise_pairs=True)" for m in EIGEN},
-    **{(n, m): "at the defaults 1x1 convs are rebuilt as 1x1 -> core -> 1x1 (three matrices for one) and depthwise "
-       "convs are not factorised: the target is out of reach, and the refusal suggests pointwise_pairs=True (1x1 "
-       "convs as rank-r pairs), which reaches 50 % (tests/test_eigen_pairs.py)" for n in ("mobilenet_v2", "efficientnet_b0") for m in EIGEN},
+       "with them and the stem kept, at most 0.45" for m in EIGEN},
     **{("vit", m): "the residual stream is coupled to nn.MultiheadAttention (packed in_proj), kept whole; the MLP "
        "neurons alone hold under half of the parameters" for m in CHANNEL},
     **{("vit_timm", m): "timm's attention reshapes the qkv Linear's outputs into (3, heads, head_dim), which the "

@@ -59,12 +59,13 @@ def test_torchvision_mobilenet_v2_through_the_api(method):
         assert result.info["skipped"] and all(modules[n].groups > 1 for n in result.info["skipped"])
 
 
-def test_a_grouped_conv_that_is_not_depthwise_is_refused_by_name():
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 8, 3, groups=2), torch.nn.Flatten(),
-                                torch.nn.LazyLinear(2))
-    model(torch.zeros(1, 3, 8, 8))
-    with pytest.raises(ValueError, match="layer '1' .*groups=2.*not supported by the channel pruner"):
-        pruning_lib.prune(model, "l1", 0.5, example_inputs=torch.zeros(1, 3, 8, 8))
+def test_a_grouped_conv_that_is_not_depthwise_loses_channels_equally_per_group():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3), torch.nn.ReLU(), torch.nn.Conv2d(32, 32, 3, groups=4),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 2))
+    result = pruning_lib.prune(model, "l1", 0.5, example_inputs=torch.zeros(1, 3, 8, 8))
+    assert abs(result.achieved_param_ratio - 0.5) <= 0.01
+    assert model[2].groups == 4 and model[2].in_channels % 4 == 0 and model[2].out_channels % 4 == 0
+    assert model(torch.zeros(2, 3, 8, 8)).shape == (2, 2)
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -197,7 +197,8 @@ def test_full_rank_pair_reproduces_a_pointwise_conv(conv):
     ls = basis.layer_scores(conv, "conv", bases_of(spd(9, gen), spd(6, gen)), (64, 25 if conv.stride[0] > 1 else 64),
                             pointwise_pairs=True)
     assert ls.pair and ls.kernel == 1
-    assert not basis.layer_scores(conv, "conv", bases_of(spd(9, gen), spd(6, gen))).pair  # off by default
+    assert basis.layer_scores(conv, "conv", bases_of(spd(9, gen), spd(6, gen))).pair  # the default
+    assert not basis.layer_scores(conv, "conv", bases_of(spd(9, gen), spd(6, gen)), pointwise_pairs=False).pair
     x = torch.randn(3, 9, 8, 8, dtype=torch.float64)
     full = rb.rebuild_layer(conv, ls, rb.top_directions(ls.score_in, 9), rb.top_directions(ls.score_out, 6))
     assert isinstance(full, rb.EigenPair) and all(isinstance(p, nn.Conv2d) for p in full) and full.rank == 6
@@ -232,8 +233,8 @@ def test_mobilenet_v2_reaches_half_with_pointwise_pairs(method, steps):
 
 
 def test_an_unreachable_target_with_bottlenecked_pointwise_convs_suggests_pairs():
-    """At the defaults MobileNetV2's 1x1 convs are bottlenecks and 50 % is out of reach: the refusal names the
-    option that reaches it (and only when 1x1 bottlenecks are what holds the parameters)."""
+    """With pointwise_pairs=False MobileNetV2's 1x1 convs are bottlenecks and 50 % is out of reach: the refusal names
+    the option that reaches it (and only when 1x1 bottlenecks are what holds the parameters)."""
     import torchvision
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -243,7 +244,8 @@ def test_an_unreachable_target_with_bottlenecked_pointwise_convs_suggests_pairs(
     model = torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.25)
     x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
     with pytest.raises(TargetUnreachable, match=r"set pointwise_pairs=True \(\d+ 1x1 convs are rebuilt as three"):
-        pruning_lib.prune(model, "eigendamage", 0.5, loader=DataLoader(TensorDataset(x, y), batch_size=16))
+        pruning_lib.prune(model, "eigendamage", 0.5, loader=DataLoader(TensorDataset(x, y), batch_size=16),
+                          pointwise_pairs=False)
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3))
     data = DataLoader(TensorDataset(torch.randn(16, 12), torch.randint(0, 3, (16,))), batch_size=16)
     with pytest.raises(TargetUnreachable) as refused:  # Linear layers only: pairs already, no hint

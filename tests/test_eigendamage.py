@@ -27,7 +27,8 @@ def bases_of(A: torch.Tensor, G: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return eig_A, Q_A, eig_G, Q_G
 
 
-def random_layers(model: nn.Module, names: list[str], seed: int = 0, shape=INPUT) -> list[basis.LayerScores]:
+def random_layers(model: nn.Module, names: list[str], seed: int = 0, shape=INPUT,
+                  pointwise_pairs: bool = True) -> list[basis.LayerScores]:
     """LayerScores of every named layer from random SPD factors (stand-ins for K-FAC's A and G)."""
     gen = torch.Generator().manual_seed(seed)
     pixels = layer_pixels(model, names, shape)
@@ -36,7 +37,7 @@ def random_layers(model: nn.Module, names: list[str], seed: int = 0, shape=INPUT
         core = rb.core_of(model.get_submodule(n))
         w = core.weight
         out.append(basis.layer_scores(model.get_submodule(n), n, bases_of(spd(w.shape[1], gen), spd(w.shape[0], gen)),
-                                   pixels[n]))
+                                      pixels[n], pointwise_pairs))
     return out
 
 
@@ -100,7 +101,8 @@ def test_nothing_pruned_reproduces_outputs():
     assert "fc" in names and "layer2.0.shortcut.0" in names
     layers = random_layers(model, names)
     rb.rebuild_layers(model, layers, {ls.name: ls.ranks for ls in layers})  # every direction kept, growth allowed
-    assert all(isinstance(model.get_submodule(n), rb.EigenPair if n == "fc" else rb.EigenBottleneck) for n in names)
+    pair = lambda n: n == "fc" or "shortcut" in n  # noqa: E731  the Linear and the 1x1 shortcuts (pointwise_pairs)
+    assert all(isinstance(model.get_submodule(n), rb.EigenPair if pair(n) else rb.EigenBottleneck) for n in names)
     assert torch.allclose(model.eval()(x), expected, atol=1e-5)
 
 
@@ -155,9 +157,11 @@ def test_cap_reaches_one_direction_per_side():
 
 @pytest.mark.parametrize("kind", ["params", "directions"])
 def test_threshold_search_hits_target(kind):
+    """The search hits params and directions targets within a point. Directions on bottlenecks: a 1x1 pair is
+    rebuilt only once it is cheaper than the conv, so its direction count jumps there."""
     model = tiny_resnet()
     names = basis.prunable_layers(model)
-    layers = random_layers(model, names)
+    layers = random_layers(model, names, pointwise_pairs=kind == "params")
     base = count_params(model)
     for target in (0.0, 0.3, 0.6, 0.85):
         threshold, got = sel.search_threshold(layers, target, 0.95, base, base, kind)
@@ -282,11 +286,12 @@ def test_iterative_keeps_one_bottleneck_per_layer():
                                  EigenOptions(num_batches=1, steps=3, freeze_rotations=True))
     assert len(info["rounds"]) == 3 and abs(1 - count_params(model) / base - 0.7) <= 0.01
     bottlenecks = [m for m in model.modules() if isinstance(m, rb.EigenBottleneck)]
-    assert bottlenecks
+    pairs = [m for m in model.modules() if isinstance(m, rb.EigenPair)]  # the 1x1 shortcuts (pointwise_pairs)
+    assert bottlenecks and all(rb.is_pointwise(p.first) for p in pairs)
     for b in bottlenecks:
         assert [type(m) for m in b] == [nn.Conv2d] * 3  # one 1x1 -> core -> 1x1, no nesting
         assert not b.rot_in.weight.requires_grad and not b.rot_out.weight.requires_grad
-    assert sum(isinstance(m, nn.Conv2d) for m in model.modules()) == convs_before + 2 * len(bottlenecks)
+    assert sum(isinstance(m, nn.Conv2d) for m in model.modules()) == convs_before + 2 * len(bottlenecks) + len(pairs)
 
 
 def test_registry_options_are_the_function_defaults():

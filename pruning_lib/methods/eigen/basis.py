@@ -140,7 +140,7 @@ def require_prunable(model: nn.Module, names: list[str], include_classifier: boo
 
 
 def layer_scores(module: nn.Module, name: str, bases: tuple[torch.Tensor, ...],
-                 pixels: tuple[int, int] = (1, 1), pointwise_pairs: bool = False) -> LayerScores:
+                 pixels: tuple[int, int] = (1, 1), pointwise_pairs: bool = True) -> LayerScores:
     """Rotate the (core) weight of `module` into the eigenbasis `bases` = (eig_A, Q_A, eig_G, Q_G) of its
     weight block (A over input channels, no bias coordinate) and score every input / output direction, with
     the eigenvalues floored (`floored`) so that directions of zero estimated curvature do not tie. An EigenPair
@@ -194,7 +194,7 @@ def ekfac_scores(ls: LayerScores, moments: torch.Tensor) -> LayerScores:
 def score_model(model: nn.Module, loader, names: list[str], input_shape: tuple[int, ...], *, fisher: str = "true",
                 num_batches: int = 4, max_factor: int | None = MAX_FACTOR, reasons: dict[str, str] | None = None,
                 factors: dict | None = None, plain: nn.Module | None = None,
-                pointwise_pairs: bool = False, approx: str = "expand") -> tuple[list[LayerScores], list[str]]:
+                pointwise_pairs: bool = True, approx: str = "expand") -> tuple[list[LayerScores], list[str]]:
     """Channel-patch K-FAC of the named layers (of their cores when already factored as EigenBottlenecks; of
     the Linear an EigenPair applies, on `plain` = rebuild.collapse_pairs(model, names), made here if not given),
     their eigenbases and direction scores. Returns (scores per layer, layers K-FAC skipped); a layer with a

@@ -56,7 +56,7 @@ EIGENVALUES = ("kfac", "ekfac")
 def score_layers(model: nn.Module, loader, names: list[str], input_shape: tuple[int, ...], *, eigenvalues: str,
                  num_examples: int, fisher: str, num_batches: int, max_factor: int | None = MAX_FACTOR,
                  reasons: dict[str, str] | None = None,
-                 pointwise_pairs: bool = False, approx: str = "expand") -> tuple[list[LayerScores], list[str], dict]:
+                 pointwise_pairs: bool = True, approx: str = "expand") -> tuple[list[LayerScores], list[str], dict]:
     """basis.score_model (K-FAC of the layers or their cores, eigenbases, direction scores; skipped layers
     and why), EKFAC-corrected if asked. Returns (scores, layers skipped, {layer: its LayerKFAC})."""
     factors: dict = {}

@@ -5,8 +5,8 @@ padding / dilation) -> rot_out (1x1, Q_G', original bias): its output width is u
 residual paths are untouched. A layer factored before is re-factored in place of its core, its rotations
 merged, so it stays one 1x1 -> core -> 1x1 however often it is pruned.
 
-A pruned Linear layer (and, with the eigen option `pointwise_pairs`, a 1x1 conv: off by default, so the CNN
-results measured with bottlenecks stay reproducible) becomes an EigenPair: the same three factors Q_G' W*' Q_A'ᵀ
+A pruned Linear layer (and, with the eigen option `pointwise_pairs`, on by default, a 1x1 conv; the configs of the
+CNN tables measured with bottlenecks turn it off) becomes an EigenPair: the same three factors Q_G' W*' Q_A'ᵀ
 with the core folded into the side of larger rank, first (C_in -> r, no bias; a conv's stride and padding) ->
 second (r -> C_out, original bias),
 r = min(r_in, r_out). It computes exactly the bottleneck's function (DESIGN.md §7) and costs r·(C_in + C_out)
