@@ -7,14 +7,14 @@ A config may list one method several times as variants, "name@label" (e.g. "l1@m
 method_options), so one table compares option settings on the same baselines.
 
 Each entry says when the method reads training batches (`data`, a predicate of its options): the scores of
-taylor, obd, obs and the eigen methods come from batches; l1 and random with steps > 1 re-estimate BatchNorm
-statistics on batches between steps; magnitude and the low-rank methods (spectra of the weights, rank rules
-budget / energy / vbmf) never do. pruning_lib.prune asks it before any work."""
+taylor, obd, obs and the eigen methods come from batches; whitened_svd whitens by input statistics of batches;
+l1 and random with steps > 1 re-estimate BatchNorm statistics on batches between steps; magnitude and the
+other low-rank methods (spectra of the weights, rank rules budget / energy / vbmf) never do. pruning_lib.prune asks it before any work."""
 from __future__ import annotations
 
 import re
 
-from .methods import lowrank, weight
+from .methods import lowrank, weight, whitened_svd
 from .methods.channel import criteria, second_order
 from .methods.eigen import eigendamage, improved
 from .pruner import Method
@@ -23,6 +23,11 @@ from .pruner import Method
 def scores_from_batches(options: dict) -> str:
     """Data predicate: the scores come from training batches."""
     return "scores with training batches"
+
+
+def inputs_from_batches(options: dict) -> str:
+    """Data predicate: the layers are whitened by input statistics of training batches."""
+    return "whitens each layer by input statistics of training batches"
 
 
 def steps_reestimate_bn(options: dict) -> str | None:
@@ -48,6 +53,9 @@ METHODS: dict[str, Method] = {
     "svd": Method(lowrank.prune_svd,
                   "truncated SVD: conv -> k x k (C_in -> r) + 1x1 (r -> C_out), linear -> two linears; "
                   "ranks by rank_rule (budget | energy | vbmf) fitted to the target", "lowrank"),
+    "whitened_svd": Method(whitened_svd.prune_whitened_svd,
+                           "activation-whitened SVD (SVD-LLM): truncate W A^½, A the layer's input second moment; "
+                           "svd's form and rank rules", "lowrank", data=inputs_from_batches),
     "tucker": Method(lowrank.prune_tucker,
                      "Tucker-2 (HOOI) of k x k convs -> 1x1 -> core -> 1x1; SVD of 1x1 convs; "
                      "ranks by rank_rule (budget | energy | vbmf) fitted to the target", "lowrank"),

@@ -45,8 +45,11 @@ NETS = {"mlp": (mlp, (20,)), "conv1d": (conv1d_net, (4, 64)), "lstm": (LSTMNet, 
 # "ok": prunes to 0.5 within a point; "refuse": a ValueError / TargetUnreachable naming a layer or the reason;
 CHANNEL = ("l1", "taylor", "random", "obd", "obs")
 SUPPORT = {
-    "mlp": {m: "ok" for m in METHODS},
+    # whitened_svd on these two tiny nets: one direction is 2-4 % of the parameters, and in the whitened order the
+    # rank sweep stops 1.0-1.3 points short of 0.5 (refused, naming the nearest); the model zoo's nets reach it
+    "mlp": {**{m: "ok" for m in METHODS}, "whitened_svd": "refuse"},
     "conv1d": {**{m: "ok" for m in ("magnitude_global", "magnitude_layerwise", "svd", "tucker", "cp")},
+               "whitened_svd": "refuse",
                **{m: "ok" for m in CHANNEL}, "eigendamage": "ok", "improved_eigendamage": "ok"},
     "lstm": {m: "refuse" for m in METHODS},
 }

@@ -283,20 +283,23 @@ def fit_ranks(infos: list[LayerInfo], rule: str, max_params: float, fixed_params
 # ------------------------------------------------------------------------------------------------ factorisation
 
 def factorise_layer(info: LayerInfo, ranks: list[int], hooi_iters: int = 10, cp_iters: int = 50,
-                    seed: int = 0, round_to: int = 1) -> nn.Sequential:
-    """The layer's factorised form at `ranks` (svd: [r]; tucker / cp: [r_out, r_in]; cp's R rounded by round_to)."""
+                    seed: int = 0, round_to: int = 1, whitening: torch.Tensor | None = None) -> nn.Sequential:
+    """The layer's factorised form at `ranks` (svd: [r], whitened by `whitening` if given; tucker / cp:
+    [r_out, r_in]; cp's R rounded by round_to)."""
     m = info.module
     if info.form == "svd":
-        return svd_layers(m, ranks[0])
+        return svd_layers(m, ranks[0], whitening)
     if info.form == "tucker":
         return tucker2_layers(m, *tucker2(m.weight, tucker_ranks(m, ranks), hooi_iters))
     return cp_layers(m, cp4(m.weight, cp_rank(info, ranks, round_to), cp_iters, seed))
 
 
 def factorise(model: nn.Module, infos: list[LayerInfo], ranks: dict[str, list[int]], hooi_iters: int = 10,
-              cp_iters: int = 50, seed: int = 0, round_to: int = 1) -> dict[str, list[int] | None]:
-    """Replace (in place) every layer of `infos` whose factorised form at its ranks is smaller; returns the
-    ranks used per layer (cp: [R], rounded by round_to), None for a layer left as it is."""
+              cp_iters: int = 50, seed: int = 0, round_to: int = 1,
+              whitening: dict[str, torch.Tensor] | None = None) -> dict[str, list[int] | None]:
+    """Replace (in place) every layer of `infos` whose factorised form at its ranks is smaller (svd forms whitened
+    by whitening[name] where given); returns the ranks used per layer (cp: [R], rounded by round_to), None for a
+    layer left as it is."""
     plan: dict[str, list[int] | None] = {}
     for info in infos:
         r = ranks[info.name]
@@ -304,7 +307,8 @@ def factorise(model: nn.Module, infos: list[LayerInfo], ranks: dict[str, list[in
             plan[info.name] = None
             continue
         parent, _, child = info.name.rpartition(".")
-        setattr(model.get_submodule(parent), child, factorise_layer(info, r, hooi_iters, cp_iters, seed, round_to))
+        setattr(model.get_submodule(parent), child, factorise_layer(info, r, hooi_iters, cp_iters, seed, round_to,
+                                                                    (whitening or {}).get(info.name)))
         plan[info.name] = ([cp_rank(info, r, round_to)] if info.form == "cp" else
                            list(tucker_ranks(info.module, r)) if info.form == "tucker" else list(r))
     return plan
@@ -319,6 +323,16 @@ def lowrank_prune(model: nn.Module, ctx: PruneContext, target: float, form: str,
     layer's full rank), then the decompositions. Raise TargetUnreachable when the ranks miss by over a point."""
     t0 = time.perf_counter()
     infos = analyse(model, ctx.input_shape, form, include_classifier)
+    return finish(model, ctx, fit_and_factorise(model, ctx, target, infos, form, rank_rule, round_to, t0,
+                                                hooi_iters, cp_iters))
+
+
+def fit_and_factorise(model: nn.Module, ctx: PruneContext, target: float, infos: list[LayerInfo], form: str,
+                      rank_rule: str, round_to: int, t0: float, hooi_iters: int = 10, cp_iters: int = 50,
+                      whitening: dict[str, torch.Tensor] | None = None, label: str | None = None) -> dict:
+    """Ranks of `infos` (their spectra) fitted to `target` by `fit_ranks`, then the factorisation in place
+    (`factorise`); returns the info record. Raise TargetUnreachable when the ranks miss by over a point, naming
+    the layers left as they are."""
     fixed = count_params(model) - sum(i.params for i in infos)
     others = unfactorised_layers(model, infos)
     kept = (f" (left as they are: {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}; {form} factorises "
@@ -330,13 +344,13 @@ def lowrank_prune(model: nn.Module, ctx: PruneContext, target: float, form: str,
     planned = 1.0 - (fixed + sum(min(factorised_cost(i, ranks[i.name], round_to)[0], i.params)
                                  for i in infos)) / ctx.base_params
     if abs(planned - target) > TOLERANCE:
-        raise TargetUnreachable(f"target: {target} cannot be reached within 1 point by {form} (rank_rule="
+        raise TargetUnreachable(f"target: {target} cannot be reached within 1 point by {label or form} (rank_rule="
                                 f"{rank_rule}, round_to={round_to}): the nearest is {planned:.4f}{kept}",
                                 closest=planned)
     t1 = time.perf_counter()
-    plan = factorise(model, infos, ranks, hooi_iters, cp_iters, ctx.seed, round_to)
-    return finish(model, ctx, {"form": form, "rank_rule": rank_rule, "round_to": round_to, "ranks": plan,
-                               "seconds_ranks": round(t1 - t0, 3), "seconds_decompose": round(time.perf_counter() - t1, 3)})
+    plan = factorise(model, infos, ranks, hooi_iters, cp_iters, ctx.seed, round_to, whitening)
+    return {"form": form, "rank_rule": rank_rule, "round_to": round_to, "ranks": plan,
+            "seconds_ranks": round(t1 - t0, 3), "seconds_decompose": round(time.perf_counter() - t1, 3)}
 
 
 @checked(rank_rule=RULES)

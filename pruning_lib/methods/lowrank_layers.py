@@ -66,15 +66,25 @@ def _set(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None = Non
     return layer
 
 
-def svd_layers(layer: nn.Module, rank: int) -> nn.Sequential:
+def svd_layers(layer: nn.Module, rank: int, whitening: torch.Tensor | None = None) -> nn.Sequential:
     """Truncated SVD of a Linear or Conv1d / Conv2d / Conv3d (weight as C_out x C_in·prod(kernel), e.g. C_out x
     C_in k for a Conv1d) at `rank`: `project` (C_in -> r, S½V_rᵀ; for a conv a conv of the same class with the
     original kernel / stride / padding / dilation / padding_mode) then `expand` (r -> C_out, U_r S½, bias; for a
-    conv a pointwise conv of the same class). At full rank it reproduces the layer (up to rounding)."""
+    conv a pointwise conv of the same class). At full rank it reproduces the layer (up to rounding).
+
+    With `whitening` L (lower triangular, L Lᵀ = A the input second moment, d x d): the SVD of W L = U S Vᵀ,
+    `project` = S½V_rᵀ L⁻¹ (SVD-LLM's truncation-aware whitening: of all rank-r W', it minimises
+    E‖(W − W') a‖² = ‖(W − W') L‖²_F = Σ_{i>r} s_i²)."""
     w = layer.weight.detach()
-    u, s, vh = torch.linalg.svd(w.reshape(w.shape[0], -1), full_matrices=False)
+    m = w.reshape(w.shape[0], -1)
+    if whitening is not None:
+        m = m.double() @ whitening
+    u, s, vh = torch.linalg.svd(m, full_matrices=False)
     root = s[:rank].sqrt()
     first, second = root[:, None] * vh[:rank], u[:, :rank] * root
+    if whitening is not None:  # S½V_rᵀ L⁻¹ by a triangular solve (X L = S½V_rᵀ)
+        first = torch.linalg.solve_triangular(whitening, first, upper=False, left=False)
+        first, second = first.to(w.dtype), second.to(w.dtype)
     bias = None if layer.bias is None else layer.bias.detach()
     if isinstance(layer, nn.Linear):
         project = nn.Linear(layer.in_features, rank, bias=False, device=w.device, dtype=w.dtype)
