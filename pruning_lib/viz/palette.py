@@ -1,7 +1,8 @@
 """One colour and one marker per method for every plot of the kit, keyed by the method's name, so that a method
 looks the same in every figure whichever others are drawn beside it (notebook 08's checkboxes, the runner's plots).
 
-Colours are ten distinct hues of matplotlib's tab10 plus mustard and black (no light / dark pairs); each method also
+Colours are ten distinct hues of matplotlib's tab10 plus mustard, black and a dark green for whitened_svd (svd's
+family; its marker tells it from svd's green); each method also
 has its own marker, so that colour alone never has to tell two methods apart. A configured variant `name@label`
 keeps its method's colour with a dashed line and a marker chosen by its label; a name the kit does not know (a
 method a user registered) gets a colour chosen by a hash of the name, the same in every run.
@@ -20,6 +21,7 @@ METHOD_STYLES = {
     "obd": ("#9467bd", "^"),
     "obs": ("#17becf", "v"),
     "svd": ("#2ca02c", "D"),
+    "whitened_svd": ("#00441b", "d"),
     "tucker": ("#1f77b4", "P"),
     "cp": ("#e6ab02", "X"),
     "eigendamage": ("#d62728", "*"),
