@@ -9,7 +9,8 @@ method_options), so one table compares option settings on the same baselines.
 Each entry says when the method reads training batches (`data`, a predicate of its options): the scores of
 taylor, obd, obs and the eigen methods come from batches; whitened_svd whitens by input statistics of batches;
 l1 and random with steps > 1 re-estimate BatchNorm statistics on batches between steps; magnitude and the
-other low-rank methods (spectra of the weights, rank rules budget / energy / vbmf) never do. pruning_lib.prune asks it before any work."""
+other low-rank methods (spectra of the weights, rank rules budget / energy / vbmf) never do. pruning_lib.prune
+asks it before any work."""
 from __future__ import annotations
 
 import re

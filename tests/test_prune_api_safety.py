@@ -150,7 +150,8 @@ def zero_bn_then_fail(model, *args, **kwargs):
 
 
 SCORING = {"magnitude_global": "_amount", "magnitude_layerwise": "_amount", "svd": "analyse", "tucker": "analyse",
-           "cp": "analyse", "whitened_svd": "input_covariances", "l1": "l1_scores", "taylor": "taylor_scores", "random": "random_group_scores",
+           "cp": "analyse", "whitened_svd": "input_covariances", "l1": "l1_scores", "taylor": "taylor_scores",
+           "random": "random_group_scores",
            "obd": "obd_scores", "obs": "obs_factors", "eigendamage": "score_model",
            "improved_eigendamage": "score_layers"}
 SEARCH = {"channel": "closest_threshold", "lowrank": "fit_ranks", "eigen": "search_threshold"}

@@ -111,3 +111,20 @@ def test_prune_reaches_the_target_and_a_singular_moment_needs_damping():
     fresh = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3))
     with pytest.raises(ValueError, match=r"layer '0': its input second moment is singular .* raise damping"):
         pruning_lib.prune(fresh, "whitened_svd", 0.5, loader=few, damping=0.0, num_batches=4)
+
+
+def test_layers_over_max_factor_fall_back_to_plain_svd_exactly():
+    """Oracle: with every layer's input side above max_factor nothing is whitened, and whitened_svd prunes exactly
+    as svd does (same ranks, same weights); the layers are listed as unwhitened."""
+    import copy
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3))
+    g = torch.Generator().manual_seed(0)
+    loader = DataLoader(TensorDataset(torch.randn(64, 12, generator=g), torch.randint(0, 3, (64,), generator=g)),
+                        batch_size=32)
+    plain, whitened = copy.deepcopy(model), copy.deepcopy(model)
+    a = pruning_lib.prune(plain, "svd", 0.5, loader=loader)
+    b = pruning_lib.prune(whitened, "whitened_svd", 0.5, loader=loader, max_factor=8)
+    assert b.info["unwhitened"] == ["0", "2"] and a.info["ranks"] == b.info["ranks"]
+    for p, q in zip(plain.parameters(), whitened.parameters()):
+        assert torch.equal(p, q)

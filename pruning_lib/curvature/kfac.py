@@ -193,8 +193,8 @@ def _output_gram(module: nn.Module, g: torch.Tensor, approx: str = "expand") -> 
 
 
 def kfac_layers(model: nn.Module, layers: list[str] | None = None) -> tuple[dict[str, nn.Module], list[str]]:
-    """Conv1d / Conv2d (groups=1) and Linear modules by name (all, or the named ones), and the names of the other modules
-    with parameters of their own (skipped), grouped / depthwise convolutions included: their Fisher block is
+    """Conv1d / Conv2d (groups=1) and Linear modules by name (all, or the named ones), and the names of the other
+    modules with parameters of their own (skipped), grouped / depthwise convolutions included: their Fisher block is
     one Kronecker product per group, which this K-FAC does not form. Naming such a layer raises."""
     found, skipped = {}, []
     for name, m in model.named_modules():

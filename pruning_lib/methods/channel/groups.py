@@ -99,8 +99,9 @@ class ChannelPruner:
     A group that the dependency graph couples to a layer the pruner cannot slice (an LSTM, an attention layer,
     a module of unknown type with parameters), or whose channels pass through a channel shuffle, is kept whole:
     it is not in `groups`, and `frozen` says why ({root: reason}). A group read by a grouped conv or normalised
-    by a GroupNorm loses the same positions in every part (`ChannelGroup.ties`). Parameters outside any layer that the graph couples to channels (ConvNeXt's layer_scale,
-    a ViT's class token) are sliced with them along the dimension torch-pruning picks."""
+    by a GroupNorm loses the same positions in every part (`ChannelGroup.ties`). Parameters outside any layer
+    that the graph couples to channels (ConvNeXt's layer_scale, a ViT's class token) are sliced with them along
+    the dimension torch-pruning picks."""
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], layer_cap: float = 0.9,
                  floors: dict[str, int] | None = None, round_to: int = 1):
@@ -147,7 +148,8 @@ class ChannelPruner:
             if module not in names:  # torch-pruning's own operator nodes (add, reshape, concat): nothing to slice
                 if is_channel_shuffle(item.dep.target):
                     return ("its channels pass through a channel shuffle (view -> transpose -> view), which the "
-                            "dependency graph maps as the identity: the inputs it would cut downstream are the wrong ones")
+                            "dependency graph maps as the identity: the inputs it would cut downstream are the "
+                            "wrong ones")
                 continue
             name = names[module]
             if ties(module) > 1:

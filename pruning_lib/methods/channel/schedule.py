@@ -4,8 +4,8 @@ of the kept weights, physical removal, BatchNorm re-estimation; then measurement
 
 Steps. With `steps` S > 1 the target is approached in S prune-and-rescore steps, step k removing
 1 - (1 - target)^(k/S) of the unpruned parameters, with BatchNorm statistics re-estimated (STEP_BN_BATCHES
-training batches) before the next step scores (pruner.run_steps, the schedule every iterative method shares). One-shot saliencies measured on the full model say nothing
-about a channel once its neighbours are gone; on the quickstart at 90 % one-shot Taylor / C-OBD / C-OBS
+training batches) before the next step scores (pruner.run_steps, the schedule every iterative method shares).
+One-shot saliencies measured on the full model say nothing about a channel once its neighbours are gone; on the quickstart at 90 % one-shot Taylor / C-OBD / C-OBS
 strip the last stage's residual stream to the 10 % floor on some seeds (7 of 64 channels feed the
 classifier) and lose 10-40 points after fine-tuning, while three steps re-score the survivors and keep it
 (benchmarks/RESULTS.md, "iterative channel steps"). The floor stays that of the unpruned widths.

@@ -145,7 +145,7 @@ def layer_scores(module: nn.Module, name: str, bases: tuple[torch.Tensor, ...],
     weight block (A over input channels, no bias coordinate) and score every input / output direction, with
     the eigenvalues floored (`floored`) so that directions of zero estimated curvature do not tie. An EigenPair
     is scored as the layer it applies (W = second.W · first.W, bases of that outer layer). `pair`: a Linear layer
-    or an EigenPair, and with `pointwise_pairs` a 1x1 Conv2d too, is costed and rebuilt as a rank-r pair."""
+    or an EigenPair, and with `pointwise_pairs` a 1x1 conv too, is costed and rebuilt as a rank-r pair."""
     eig_A, Q_A, eig_G, Q_G = bases
     w_star = rotate(scored_weight(module), Q_A, Q_G)
     score_in, score_out = direction_scores(w_star, *(floored(e.to(w_star.dtype)) for e in (eig_A, eig_G)))

@@ -1,8 +1,8 @@
 """Rebuilding a layer of the eigen family: the EigenBottleneck and EigenPair forms and the rank-r rebuild.
 
-A pruned convolution (Conv1d or Conv2d, groups = 1, 1x1 included) becomes rot_in (1x1, Q_A'ᵀ) -> core (W*', original kernel / stride /
-padding / dilation) -> rot_out (1x1, Q_G', original bias): its output width is unchanged, so BatchNorm and
-residual paths are untouched. A layer factored before is re-factored in place of its core, its rotations
+A pruned convolution (Conv1d or Conv2d, groups = 1, 1x1 included) becomes rot_in (1x1, Q_A'ᵀ) -> core (W*',
+original kernel / stride / padding / dilation) -> rot_out (1x1, Q_G', original bias): its output width is
+unchanged, so BatchNorm and residual paths are untouched. A layer factored before is re-factored in place of its core, its rotations
 merged, so it stays one 1x1 -> core -> 1x1 however often it is pruned.
 
 A pruned Linear layer (and, with the eigen option `pointwise_pairs`, on by default, a 1x1 conv; the configs of the
@@ -39,8 +39,8 @@ class EigenBottleneck(nn.Sequential):
 
 
 class EigenPair(nn.Sequential):
-    """A Linear (or 1x1 Conv2d) layer rebuilt as a rank-r pair: first (C_in -> r, no bias; a conv's stride and
-    padding), second (r -> C_out, the original bias), both Linear or both 1x1 Conv2d. Output = second.W ·
+    """A Linear (or 1x1 conv) layer rebuilt as a rank-r pair: first (C_in -> r, no bias; a conv's stride and
+    padding), second (r -> C_out, the original bias), both Linear or both 1x1 convs of the layer's class. Output = second.W ·
     first.W · x + b; one of the two factors is a pure rotation (Q_A'ᵀ or Q_G'), the other carries the folded
     core."""
 
@@ -84,7 +84,7 @@ def is_pair_layer(module: nn.Module) -> bool:
 
 @torch.no_grad()
 def collapsed_pair(module: EigenPair) -> nn.Module:
-    """The plain Linear (or 1x1 Conv2d, with the first factor's stride and padding) applying the same function as
+    """The plain Linear (or 1x1 conv, with the first factor's stride and padding) applying the same function as
     an EigenPair (weight second.W · first.W, its bias)."""
     w, first = pair_weight(module), module.first
     bias = module.second.bias
@@ -143,8 +143,8 @@ def bias_of(module: nn.Module) -> torch.Tensor | None:
 def build_pair(module: nn.Module, rot_out: torch.Tensor, core: torch.Tensor, rot_in: torch.Tensor,
                freeze_rotations: bool = False) -> EigenPair:
     """The EigenPair applying rot_out · core · rot_in (rot_out C_out x r_out, core r_out x r_in [x 1], rot_in
-    r_in x C_in) in place of `module` (Linear, 1x1 Conv2d, EigenPair or a Linear EigenBottleneck), its parts
-    Linear or 1x1 Conv2d like the layer (the first with a conv's stride and padding): the core is folded into
+    r_in x C_in) in place of `module` (Linear, 1x1 conv, EigenPair or a Linear EigenBottleneck), its parts
+    Linear or 1x1 convs like the layer (the first with a conv's stride and padding): the core is folded into
     the side of larger rank, r = min(r_in, r_out): r_out <= r_in: first = core · rot_in, second = rot_out;
     otherwise first = rot_in, second = rot_out · core. The factor that is a pure rotation is frozen with
     `freeze_rotations`. Bias, device and dtype from `module`."""
@@ -224,8 +224,8 @@ def rebuild_layer(module: nn.Module, ls: LayerScores, keep_in: torch.Tensor, kee
     and output directions `keep_out` of its (core) eigenbasis: rot_in = Q_A[:, keep_in]ᵀ, core = W*[keep_out][:, keep_in],
     rot_out = Q_G[:, keep_out]. An EigenBottleneck's old rotations are merged in (rot_in' = Q_A'ᵀ R_in,
     rot_out' = R_out Q_G'), so a layer stays one 1x1 -> core -> 1x1 however often it is pruned. A Linear layer
-    (or an EigenPair, scored as the layer it applies; a 1x1 conv when `ls.pair`) becomes the EigenPair of the same three factors
-    (`build_pair`: the same function at rank min(r_in, r_out)).
+    (or an EigenPair, scored as the layer it applies; a 1x1 conv when `ls.pair`) becomes the EigenPair of the
+    same three factors (`build_pair`: the same function at rank min(r_in, r_out)).
     (lowrank.factorise is the low-rank family's model-level counterpart, a different operation.)"""
     rot_in = ls.Q_A[:, keep_in].T
     rot_out = ls.Q_G[:, keep_out]
