@@ -64,7 +64,7 @@ def main() -> None:
 
     print(f"EigenDamage step, narrow ResNet-32, {device}, {torch.get_num_threads()} threads, "
           f"{len(names)} prunable layers, target {args.target:.0%}, median of {r} timed call(s) per stage")
-    print(f"| step | seconds | share |\n|---|---|---|")
+    print("| step | seconds | share |\n|---|---|---|")
     for k, v in t.items():
         print(f"| {k} | {v:.2f} | {v / total:.0%} |")
     print(f"| **whole step** | **{total:.2f}** | 100% |")

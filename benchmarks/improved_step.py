@@ -59,7 +59,7 @@ def main() -> None:
     ref = rows["eigendamage (K-FAC)"][0]
     print(f"narrow ResNet-32 ({params0:,} params), target {args.target:.0%}, device {device}, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")
-    print(f"| step | seconds | ratio to EigenDamage | scores (K-FAC + EKFAC) s | subspace + rebuild s |")
+    print("| step | seconds | ratio to EigenDamage | scores (K-FAC + EKFAC) s | subspace + rebuild s |")
     print("|---|---|---|---|---|")
     for label, (sec, info) in rows.items():
         scores = info.get("seconds_scores", info.get("kfac_seconds", float("nan")))

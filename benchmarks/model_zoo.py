@@ -150,9 +150,6 @@ LIMITS: dict[tuple[str, str], str] = {
        "with them and the stem kept, at most 0.45" for m in EIGEN},
     **{("vit", m): "the residual stream is coupled to nn.MultiheadAttention (packed in_proj), kept whole; the MLP "
        "neurons alone hold under half of the parameters" for m in CHANNEL},
-    **{("vit_timm", m): "timm's attention reshapes the qkv Linear's outputs into (3, heads, head_dim), which the "
-       "dependency graph does not follow: the pruned forward pass fails and the model is refused (pruning by whole "
-       "heads is the transformer issue's)" for m in CHANNEL},
     **{("lstm", m): "no method prunes LSTM weights; the Linear head alone cannot reach the target" for m in METHODS},
 }
 

@@ -106,7 +106,7 @@ def main() -> None:
                     kept[name] = widths(model)
                 print(f"seed {seed} target {target:.0%} {name:8s} {acc[(name, target)][-1]:.2f}", flush=True)
     fmt = lambda v: f"{statistics.mean(v):.2f} ± {statistics.stdev(v):.2f}" if len(v) > 1 else f"{v[0]:.2f}"  # noqa: E731
-    print(f"\n| method | " + " | ".join(f"{t:.0%}" for t in args.targets) + " |")
+    print("\n| method | " + " | ".join(f"{t:.0%}" for t in args.targets) + " |")
     print("|:--|" + "--:|" * len(args.targets))
     for name in list(OURS) + list(TP_IMPORTANCE):
         print(f"| {name} | " + " | ".join(fmt(acc[(name, t)]) for t in args.targets) + " |")

@@ -5,7 +5,8 @@ squeeze-excitation, EfficientNet, ResNeXt's and RegNet's grouped convs (tied cha
 alike), ShuffleNet's unshuffled groups, a Conv1d net and a net with a raw per-channel gain; the closed-form
 parameter and MAC counts equal the pruned model's (ConvNeXt's LayerNorm2d and layer_scale, GroupNorm, a ViT's MLP
 neurons included); what cannot be followed is kept whole and named (groups through a channel shuffle, groups
-coupled to attention)."""
+coupled to nn.MultiheadAttention); a head-pruned timm ViT equals the unpruned one with those heads zeroed."""
+import copy
 import sys
 from pathlib import Path
 
@@ -203,3 +204,62 @@ def test_a_fully_convolutional_model_takes_its_last_conv_as_classifier():
     assert classifier_of(model) is model.classifier[1]
     pruner = ch.ChannelPruner(model, (3, 64, 64))
     assert all("classifier.1" not in [n for n, _, _ in g.producers] for g in pruner.groups)
+
+
+def test_a_head_pruned_vit_equals_the_unpruned_one_with_those_heads_zeroed():
+    """timm's attention: removing heads (their qkv rows and proj columns, num_heads lowered) and MLP neurons gives
+    the outputs of the unpruned model with those heads' query / key / value rows and those neurons zeroed (a zero
+    value makes a head's output 0 whatever its attention weights); the cost table predicts the counts."""
+    torch.manual_seed(0)
+    model = model_zoo.NETS["vit_timm"].small().eval()
+    pruner = ch.ChannelPruner(model, (3, 32, 32))
+    heads = [g for g in pruner.groups if g.attention]
+    assert [g.attention for g in heads] == [f"blocks.{i}.attn" for i in range(4)] and not pruner.frozen
+    assert all(g.size == 4 and g.producers[0][0] == f"{g.attention}.qkv" for g in heads)
+    drop = {g.root: ([0, 2] if g.attention else list(range(0, g.size, 3))) for g in pruner.groups
+            if g.attention or ".mlp.fc1" in g.root}  # the residual stream's LayerNorms make zeroing differ
+    drop.update({g.root: [] for g in pruner.groups if g.root not in drop})
+    _zero_slices(model, pruner, drop)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        reference = model(x)
+    plan = {g.root: torch.tensor([i for i in range(g.size) if i not in drop[g.root]]) for g in pruner.groups}
+    predicted = pruner.cost(plan)
+    pruner.apply(plan)
+    attn = model.blocks[1].attn
+    assert (attn.num_heads, attn.qkv.out_features, attn.proj.in_features) == (2, 96, 32)
+    with torch.no_grad():
+        assert (model(x) - reference).abs().max() <= 1e-5 * max(1.0, reference.abs().max().item())
+    assert predicted == (count_params(model), count_macs(model, (3, 32, 32)))
+
+
+def test_a_head_score_is_the_sum_of_its_query_key_value_rows():
+    """ChannelPruner.group_scores on a head group: head h's score is the sum of the 3·head_dim qkv row scores it
+    owns (rows s·H·d + h·d + j), checked by a loop over the rows."""
+    model = model_zoo.NETS["vit_timm"].small().eval()
+    pruner = ch.ChannelPruner(model, (3, 32, 32))
+    row_scores = ch.l1_scores(model, pruner.producers)
+    scores = pruner.group_scores(row_scores)
+    s = row_scores["blocks.2.attn.qkv"].double()
+    H, d = 4, 16
+    expected = [sum(s[t * H * d + h * d + j] for t in range(3) for j in range(d)) for h in range(H)]
+    assert torch.allclose(scores["blocks.2.attn.qkv"], torch.stack(expected))
+
+
+def test_every_channel_criterion_prunes_a_vit_by_heads_and_neurons():
+    """L1, Taylor, C-OBD, C-OBS and random reach 70 % on timm's ViT; every attention keeps num_heads equal to its
+    qkv / proj widths, and the pruned model runs."""
+    import pruning_lib
+    from torch.utils.data import DataLoader, TensorDataset
+    torch.manual_seed(0)
+    base = model_zoo.NETS["vit_timm"].small().eval()
+    x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    for method in ("l1", "taylor", "obd", "obs", "random"):
+        model = copy.deepcopy(base)
+        result = pruning_lib.prune(model, method, 0.7, loader)
+        assert abs(result.achieved_param_ratio - 0.7) <= 0.01, method
+        for block in model.blocks:
+            a = block.attn
+            assert a.qkv.out_features == 3 * a.num_heads * a.head_dim and a.proj.in_features == a.num_heads * a.head_dim
+        assert model(x[:2]).shape == (2, 10)

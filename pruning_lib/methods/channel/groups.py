@@ -47,6 +47,7 @@ from ...metrics import layer_pixels
 from ...models import classifier_of
 from ...modes import eval_mode
 from ...pruner import TargetUnreachable, closest_threshold, rounded_width
+from . import heads
 from .costs import LayerCost, Side, total_cost
 from .layers import (CONVS, NORMS, SUPPORTED, check_indices, check_supported, combined_ties, is_channel_shuffle,
                      is_depthwise, ties, width_of)
@@ -66,7 +67,8 @@ class ChannelGroup:
     every tensor dimension the group slices, what the cost table counts (a concatenation maps a group onto a
     slice of its consumers' inputs; a channel split onto part of the group); ties: equal parts the group's
     channels fall into (a grouped conv or GroupNorm on it, `layers.ties`): channels i, i + size/ties, ... are
-    kept or removed together."""
+    kept or removed together; attention: the attention module whose heads the group's channels are (`heads.py`:
+    its producer is the module's qkv, each head owning 3·head_dim of its rows), else ""."""
 
     root: str
     size: int
@@ -76,6 +78,7 @@ class ChannelGroup:
     min_keep: int
     slots: list[tuple[str, str, list[int], list[int]]] = field(default_factory=list)
     ties: int = 1
+    attention: str = ""
 
     def order(self, scores: torch.Tensor) -> torch.Tensor:
         """Channel indices, best first, with tied channels adjacent: positions j < size/ties by their score
@@ -99,7 +102,8 @@ class ChannelPruner:
     A group that the dependency graph couples to a layer the pruner cannot slice (an LSTM, an attention layer,
     a module of unknown type with parameters), or whose channels pass through a channel shuffle, is kept whole:
     it is not in `groups`, and `frozen` says why ({root: reason}). A group read by a grouped conv or normalised
-    by a GroupNorm loses the same positions in every part (`ChannelGroup.ties`). Parameters outside any layer
+    by a GroupNorm loses the same positions in every part (`ChannelGroup.ties`). An attention's heads are one group
+    (`heads.py`), removed whole with num_heads kept consistent. Parameters outside any layer
     that the graph couples to channels (ConvNeXt's layer_scale, a ViT's class token) are sliced with them along
     the dimension torch-pruning picks."""
 
@@ -120,12 +124,22 @@ class ChannelPruner:
         head = classifier_of(model)
         self.groups: list[ChannelGroup] = []
         self.frozen: dict[str, str] = {}
+        attentions = heads.attention_layers(model)
+        qkv = {f"{n}.qkv" for n in attentions}
         for g in self.graph.get_all_groups(ignored_layers=[head], root_module_types=(*CONVS, nn.Linear)):
+            if names[g[0].dep.target.module] in qkv:  # mapped one to one onto proj's inputs: a head group instead
+                continue
             described = self._describe(g, names)
             if isinstance(described, ChannelGroup):
                 self.groups.append(described)
             else:
                 self.frozen[names[g[0].dep.target.module]] = described
+        for name, attn in attentions.items():
+            why = heads.unsupported(attn)
+            if why:
+                self.frozen[f"{name}.qkv"] = f"attention '{name}': {why}"
+            else:
+                self.groups.append(self._head_group(name, attn))
         if not self.groups:
             why = "; ".join(f"'{r}': {w}" for r, w in list(self.frozen.items())[:3])
             raise ValueError(f"model: no channel group the channel pruner can remove (the classifier's inputs and "
@@ -181,6 +195,16 @@ class ChannelPruner:
         min_keep = self.rounded(max([1, math.ceil((1 - self.layer_cap) * size - 1e-9)] +
                                     [self.floors[n] for n, _, _ in producers if n in self.floors]), size, tie)
         return ChannelGroup(root, size, producers, sorted(set(norms)), sorted(set(consumers)), min_keep, slots, tie)
+
+    def _head_group(self, name: str, attn: nn.Module) -> ChannelGroup:
+        """The group of an attention's heads (`heads.py`): qkv rows and proj columns by head."""
+        rows, of_rows = heads.qkv_rows(attn)
+        cols, of_cols = heads.proj_columns(attn)
+        size = attn.num_heads
+        min_keep = max(1, math.ceil((1 - self.layer_cap) * size - 1e-9), self.floors.get(f"{name}.qkv", 1))
+        return ChannelGroup(f"{name}.qkv", size, [(f"{name}.qkv", rows, of_rows)], [], [f"{name}.proj"], min_keep,
+                            [(f"{name}.qkv", "out", rows, of_rows), (f"{name}.proj", "in", cols, of_cols)],
+                            attention=name)
 
     def _cost_table(self, names: dict, input_shape: tuple[int, ...]) -> list[LayerCost]:
         """One LayerCost per parametrised layer and per parameter outside the known layers, each dimension linked
@@ -273,7 +297,7 @@ class ChannelPruner:
                 if normalize != "none":
                     scale = ls.mean() if normalize == "mean" else ls.sum()
                     ls = ls / scale.clamp_min(torch.finfo(torch.float64).tiny)
-                per_producer[k, root_idxs] = ls[idxs]
+                per_producer[k].index_add_(0, torch.tensor(root_idxs), ls[idxs])  # a head: sum of its rows
             out[g.root] = (per_producer.sum(0) if reduce == "sum" else per_producer.mean(0) if reduce == "mean"
                            else per_producer.max(0).values)
         return out
@@ -282,7 +306,8 @@ class ChannelPruner:
         """Channels kept per group when every channel scoring <= threshold is removed, within the cap, rounded
         up to a multiple of round_to and of the group's ties (so the count never rises with the threshold: the
         bisection holds)."""
-        return {g.root: max(g.min_keep, self.rounded(int((scores[g.root] > threshold).sum()), g.size, g.ties))
+        return {g.root: max(g.min_keep, int((scores[g.root] > threshold).sum()) if g.attention else
+                            self.rounded(int((scores[g.root] > threshold).sum()), g.size, g.ties))
                 for g in self.groups}
 
     def tied(self, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -333,7 +358,9 @@ class ChannelPruner:
             if not keep:
                 raise ValueError(f"plan: group '{g.root}' would keep no channel")
             drop = [i for i in range(g.size) if i not in keep]
-            if drop:
+            if drop and g.attention:
+                heads.remove_heads(modules[g.attention], drop)
+            elif drop:
                 root = modules[g.root]
                 group = self.graph.get_pruning_group(root, self.graph.get_pruner_of_module(root).prune_out_channels,
                                                      drop)
