@@ -19,7 +19,7 @@ from .checks import OptionError, is_int, is_number
 from .data import DATASETS, SHAPES
 from .models import MODELS, build_model
 from .registry import METHODS, entry_error, method_of
-from .train import TrainRecipe
+from .train import OPTIMIZERS, TrainRecipe
 
 SEED_LIMIT = 2**32  # numpy's seeds are 32-bit
 SCHEDULES = ("cosine", "step")
@@ -121,6 +121,7 @@ def _check_recipe(name: str, recipe: Any) -> None:
     _number(f"{name}.weight_decay", r["weight_decay"], 0.0)
     _int(f"{name}.batch_size", r["batch_size"], 1)
     _choice(f"{name}.schedule", r["schedule"], SCHEDULES)
+    _choice(f"{name}.optimizer", r["optimizer"], OPTIMIZERS)
     _int(f"{name}.max_steps_per_epoch", r["max_steps_per_epoch"], 1, null=True)
     if not isinstance(r["select_on_val"], bool):
         _fail(f"{name}.select_on_val", f"{r['select_on_val']!r} must be true or false")

@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
      "'method_options.l1@mean.group_reduce': unknown 'median', allowed: sum, mean, max"),
     ({"method_options": {"l1@x": {"damping": 1.0}}}, "'method_options.l1@x.damping': not an option of l1, allowed: "),
     ({"output_dir": None}, "'output_dir'"),
+    ({"baseline": {"optimizer": "adam"}}, "'baseline.optimizer': unknown 'adam', allowed: sgd, adamw"),
 ])
 def test_bad_config_names_the_field(tmp_path, change, field):
     raw = {"exp_name": "x", **change}

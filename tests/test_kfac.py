@@ -393,3 +393,61 @@ def test_kfac_approx_is_checked():
     loader = DataLoader(TensorDataset(torch.randn(4, 5, 4, dtype=torch.float64), torch.randint(0, 3, (4,))))
     with pytest.raises(ValueError, match="approx"):
         compute_kfac(model, loader, approx="mean")
+
+
+class LinearPool(nn.Module):
+    """A Linear layer on every token of (N, T, D), the mean over tokens, a Linear head: linear up to the logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.mix, self.head = nn.Linear(5, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(self.mix(x).mean(1))
+
+
+def test_reduce_form_is_the_dense_ggn_of_one_sequence():
+    """Oracle: the dense GGN (= exact Fisher for softmax cross-entropy). For one example whose tokens are pooled
+    right after a weight-shared Linear layer, ∇W ℓ = δ ā ᵀ with ā the token-mean input, so its Fisher block is
+    exactly G ⊗ A in the "reduce" form (Eschenhagen et al. 2023), while "expand" (tokens as examples) is not."""
+    torch.manual_seed(0)
+    model = LinearPool().double()
+    x = torch.randn(1, 7, 5, dtype=torch.float64)
+    dl = DataLoader(TensorDataset(x, torch.zeros(1, dtype=torch.long)), batch_size=1)
+    dense = dense_fisher(model, x)
+    idx = _block_index(model, "mix")
+    block = dense[idx][:, idx]
+    reduce = compute_kfac(model, dl, fisher="exact", num_batches=1, approx="reduce")["mix"]
+    expand = compute_kfac(model, dl, fisher="exact", num_batches=1, approx="expand")["mix"]
+    assert rel(torch.kron(reduce.G, reduce.A), block) < 1e-10
+    assert rel(torch.kron(expand.G, expand.A), block) > 1e-2
+
+
+def tiny_vit():
+    """The kit's vit_tiny (timm's VisionTransformer) on 8×8 images: 16 patches of 2×2 and a class token, 3 classes,
+    float64."""
+    from pruning_lib.models import vit_tiny
+    torch.manual_seed(0)
+    model = vit_tiny(1, 1, 3, 8).double()
+    return model.eval()
+
+
+def test_ekfac_and_diagonal_fisher_of_a_vit_match_a_per_example_loop():
+    """On timm's ViT (token inputs (N, T, D) to qkv, proj and the MLP): EKFAC's moments (the "expand" form's
+    eigenbasis) and the diagonal Fisher equal those of per-example gradients from a plain loop (empirical Fisher,
+    float64)."""
+    model = tiny_vit()
+    x, y = torch.randn(6, 1, 8, 8, dtype=torch.float64), torch.randint(0, 3, (6,))
+    dl = DataLoader(TensorDataset(x, y), batch_size=3)
+    layers = ["blocks.0.attn.qkv", "blocks.1.attn.proj", "blocks.1.mlp.fc1", "blocks.1.mlp.fc2"]
+    kfac = compute_kfac(model, dl, fisher="empirical", num_batches=2, layers=layers)
+    s = ekfac_correction(model, kfac, dl, num_examples=6, fisher="empirical")
+    grads = per_example_grads(model, x, y)
+    for name in layers:
+        _, qa, _, qg = kfac[name].eig()
+        mats = [torch.cat([g[f"{name}.weight"], g[f"{name}.bias"][:, None]], 1) for g in grads]
+        ref = sum((qg.T @ m @ qa) ** 2 for m in mats).unsqueeze(-1) / len(mats)
+        assert rel(s[name], ref) < 1e-10, name
+    diag = diagonal_fisher(model, dl, num_examples=6, fisher="empirical", chunk=4)
+    for k in [f"{n}.weight" for n in layers] + ["cls_token", "pos_embed"]:
+        assert rel(diag[k], sum(g[k] ** 2 for g in grads) / 6) < 1e-10, k
