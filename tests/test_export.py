@@ -84,3 +84,23 @@ def test_onnx_export_keeps_weights_beside_the_file_only_above_the_embed_limit(tm
     data = tmp_path / "big.onnx.data"
     assert data.is_file() and exported_size(path) == path.stat().st_size + data.stat().st_size
     assert onnx_max_error(path, model, (x,)) <= 1e-4
+
+
+@pytest.mark.parametrize("method", ["magnitude_global", "random", "svd", "whitened_svd", "eigendamage",
+                                    "improved_eigendamage"])
+def test_a_pruned_vit_exports_with_torch_export_and_to_onnx(method, tmp_path):
+    """timm's ViT pruned by each family (random removes whole heads: num_heads changes) runs the same as a
+    torch.export program and in onnxruntime."""
+    pytest.importorskip("onnxruntime")
+    from pruning_lib.methods.channel.heads import attention_layers
+    torch.manual_seed(0)
+    model = build_model("vit_tiny", 1, 1, 10, 8)
+    options = {"seed": 0} if method == "random" else short(method)
+    result = pruning_lib.prune(model, method, 0.7, loader=random_loader(32, SHAPE, 10), **options)
+    if method == "random":
+        assert sum(a.num_heads for a in attention_layers(result.model).values()) < 4 * 4
+    model = result.model.eval()
+    x = torch.randn(2, *SHAPE)
+    with torch.no_grad():
+        assert (export_program(model, (x,)).module()(x) - model(x)).abs().max() <= 1e-5
+    assert onnx_max_error(export_onnx(model, (x,), tmp_path / "vit.onnx"), model, (x,)) <= 1e-4
