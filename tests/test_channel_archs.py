@@ -244,6 +244,7 @@ def test_a_head_score_is_the_sum_of_its_query_key_value_rows():
     H, d = 4, 16
     expected = [sum(s[t * H * d + h * d + j] for t in range(3) for j in range(d)) for h in range(H)]
     assert torch.allclose(scores["blocks.2.attn.qkv"], torch.stack(expected))
+    assert torch.allclose(ch.head_scores(s, H), torch.stack(expected))  # the same rule from the rows alone
 
 
 def test_every_channel_criterion_prunes_a_vit_by_heads_and_neurons():

@@ -74,3 +74,13 @@ def test_the_curve_predicts_from_the_kfac_form_and_restores_the_layer():
         dense = 0.5 * dw.flatten() @ torch.kron(G, A) @ dw.flatten()  # ½ vec(ΔW)ᵀ (G ⊗ A) vec(ΔW), row-major
         assert abs(row["predicted"] - float(dense)) <= 1e-8 * max(1.0, float(dense))
     assert all(abs(r["measured"]) < 1e-5 for r in rows if r["rank"] == 4)
+
+
+def test_the_curve_measures_every_truncation_on_the_same_batches():
+    """With a shuffling loader, each measurement still sees the batches the baseline loss was taken on: at full
+    rank the measured increase is 0 up to rounding, not the difference between two random draws."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))
+    loader = DataLoader(TensorDataset(torch.randn(64, 5), torch.randint(0, 3, (64,))), batch_size=8, shuffle=True)
+    rows = truncation_curve(model, "0", loader, spd(5, 4), spd(4, 5), [4], num_batches=2)
+    assert all(abs(r["measured"]) < 1e-6 for r in rows)

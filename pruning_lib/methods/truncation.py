@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..batches import first_batches
 from ..curvature.quadratic import kfac_predicted_increase
 from .eigen.improved import batch_loss
 from .eigen.subspaces import matrix_roots
@@ -57,11 +58,13 @@ def truncation_curve(model: nn.Module, name: str, loader, A: torch.Tensor, G: to
                      num_batches: int = 2, damping: float = 1e-3) -> list[dict]:
     """Rows {factorisation, rank, predicted, measured} for one Linear layer `name` of `model`: predicted = ½ tr(G ΔW A
     ΔWᵀ) (K-FAC), measured = mean loss over the first `num_batches` batches with W replaced by W', minus the loss with
-    W. The layer's weight is restored afterwards."""
+    W. Those batches are drawn once and reused for every measurement (a shuffling loader would otherwise give each
+    its own batches). The layer's weight is restored afterwards."""
     layer = model.get_submodule(name)
     if not isinstance(layer, nn.Linear):
         raise ValueError(f"layer '{name}': {type(layer).__name__}, a Linear layer is needed")
     w = layer.weight.detach().clone()
+    loader = list(first_batches(loader, num_batches))
     base = batch_loss(model, loader, num_batches)
     rows = []
     try:

@@ -9,6 +9,7 @@ score is the sum over its 3·d rows (`ChannelPruner.group_scores`). torchvision'
 projections in a raw `in_proj_weight` read functionally: no head group (its channels are kept whole)."""
 from __future__ import annotations
 
+import torch
 import torch_pruning as tp
 from torch import nn
 
@@ -41,6 +42,14 @@ def qkv_rows(attn: nn.Module) -> tuple[list[int], list[int]]:
     h, d = attn.num_heads, attn.head_dim
     rows = [s * h * d + k * d + j for s in range(3) for k in range(h) for j in range(d)]
     return rows, [(r % (h * d)) // d for r in rows]
+
+
+def head_scores(row_scores: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Each head's score from scores of qkv's 3·H·d output rows: s_h = Σ_{s ∈ q,k,v} Σ_{j<d} row[s·H·d + h·d + j]
+    (the rule `ChannelPruner.group_scores` applies to a head group)."""
+    if row_scores.numel() % (3 * num_heads):
+        raise ValueError(f"row_scores: {row_scores.numel()} rows are not 3 x {num_heads} heads x head_dim")
+    return row_scores.reshape(3, num_heads, -1).sum((0, 2))
 
 
 def proj_columns(attn: nn.Module) -> tuple[list[int], list[int]]:
