@@ -56,7 +56,7 @@ def plot_loss_curves(ax, rows: list[dict], title: str = "loss increase as the ra
                            label=f"{LABELS.get(name, name)}, measured")
         artists += ax.plot(ranks, [r["predicted"] for r in mine], "--", color=f"C{k}", alpha=0.7,
                            label="predicted (K-FAC)")
-    ax.set(title=title, xlabel="rank r kept", ylabel="test-batch loss increase (nats, symlog)", yscale="symlog")
+    ax.set(title=title, xlabel="rank r kept", ylabel="loss increase on training batches (nats, symlog)")
     ax.set_yscale("symlog", linthresh=1e-3)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
