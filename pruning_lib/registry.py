@@ -8,14 +8,15 @@ method_options), so one table compares option settings on the same baselines.
 
 Each entry says when the method reads training batches (`data`, a predicate of its options): the scores of
 taylor, obd, obs and the eigen methods come from batches; whitened_svd whitens by input statistics of batches;
-l1 and random with steps > 1 re-estimate BatchNorm statistics on batches between steps; magnitude and the
+wanda and sparsegpt read calibration inputs (no labels) from batches; l1 and random with steps > 1 re-estimate
+BatchNorm statistics on batches between steps; magnitude and the
 other low-rank methods (spectra of the weights, rank rules budget / energy / vbmf) never do. pruning_lib.prune
 asks it before any work."""
 from __future__ import annotations
 
 import re
 
-from .methods import lowrank, weight, whitened_svd
+from .methods import lowrank, posttrain, weight, whitened_svd
 from .methods.channel import criteria, second_order
 from .methods.eigen import eigendamage, improved
 from .pruner import Method
@@ -31,6 +32,11 @@ def inputs_from_batches(options: dict) -> str:
     return "whitens each layer by input statistics of training batches"
 
 
+def calibration_inputs(options: dict) -> str:
+    """Data predicate: each layer's mask comes from calibration inputs of training batches (labels unused)."""
+    return "measures each layer's inputs on calibration examples of training batches"
+
+
 def steps_reestimate_bn(options: dict) -> str | None:
     """Data predicate: with steps > 1, BatchNorm statistics are re-estimated on training batches between steps."""
     if options.get("steps", 1) > 1:
@@ -44,6 +50,11 @@ METHODS: dict[str, Method] = {
     "magnitude_global": Method(weight.prune_global, "unstructured |w| pruning, one global threshold", "weight"),
     "magnitude_layerwise": Method(weight.prune_layerwise, "unstructured |w| pruning, same fraction per layer",
                                   "weight"),
+    "wanda": Method(posttrain.prune_wanda, "post-training: |W_ij|·‖X_j‖ per output row (Wanda), layer after layer on "
+                    "calibration inputs; unstructured or N:M", "weight", data=calibration_inputs),
+    "sparsegpt": Method(posttrain.prune_sparsegpt, "post-training: OBS on the layer's reconstruction loss with the "
+                        "kept weights updated (SparseGPT), layer after layer; unstructured or N:M", "weight",
+                        data=calibration_inputs),
     "eigendamage": Method(eigendamage.prune_eigendamage,
                           "EigenDamage: prune Kronecker-factored eigen-directions by K-FAC loss increase, "
                           "layers become 1x1 -> core -> 1x1", "eigen", data=scores_from_batches),

@@ -149,17 +149,18 @@ def zero_bn_then_fail(model, *args, **kwargs):
     raise Injected("recalibrate_bn")
 
 
-SCORING = {"magnitude_global": "_amount", "magnitude_layerwise": "_amount", "svd": "analyse", "tucker": "analyse",
+SCORING = {"magnitude_global": "amount_to_remove", "magnitude_layerwise": "amount_to_remove", "svd": "analyse", "tucker": "analyse",
            "cp": "analyse", "whitened_svd": "input_covariances", "l1": "l1_scores", "taylor": "taylor_scores",
            "random": "random_group_scores",
            "obd": "obd_scores", "obs": "obs_factors", "eigendamage": "score_model",
-           "improved_eigendamage": "score_layers"}
+           "improved_eigendamage": "score_layers", "wanda": "input_covariances", "sparsegpt": "input_covariances"}
 SEARCH = {"channel": "closest_threshold", "lowrank": "fit_ranks", "eigen": "search_threshold"}
 # (name, failing call): surgery fails after part of the model is already rebuilt where it goes layer by layer
 SURGERY = {"magnitude_global": ("torch:global_unstructured", 1), "magnitude_layerwise": ("torch:l1_unstructured", 2),
            "svd": ("factorise_layer", 2), "whitened_svd": ("factorise_layer", 2), "tucker": ("factorise_layer", 2),
            "cp": ("factorise_layer", 2),
-           "eigendamage": ("rebuild_layer", 2), "improved_eigendamage": ("rebuild_subspace", 1)}
+           "eigendamage": ("rebuild_layer", 2), "improved_eigendamage": ("rebuild_subspace", 1),
+           "wanda": ("torch:custom_from_mask", 2), "sparsegpt": ("torch:custom_from_mask", 2)}
 
 
 def stages(method: str) -> list[str]:
@@ -254,7 +255,7 @@ def test_a_hook_method_keeps_feeding_the_users_object():
 
 EXPECTED_DATA = {"magnitude_global": False, "magnitude_layerwise": False, "svd": False, "tucker": False,
                  "cp": False, "whitened_svd": True, "l1": False, "random": False, "taylor": True, "obd": True,
-                 "obs": True, "eigendamage": True, "improved_eigendamage": True}
+                 "obs": True, "eigendamage": True, "improved_eigendamage": True, "wanda": True, "sparsegpt": True}
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -269,7 +270,7 @@ def test_needs_data_follows_the_options(method):
 
 @pytest.mark.parametrize("method,options", [("l1", {"steps": 3}), ("random", {"steps": 2}), ("taylor", {}),
                                             ("eigendamage", {}), ("improved_eigendamage", {}),
-                                            ("whitened_svd", {})])
+                                            ("whitened_svd", {}), ("wanda", {}), ("sparsegpt", {})])
 def test_a_method_that_reads_batches_is_refused_without_a_loader_before_any_work(method, options):
     model = user_model()
     before = snapshot(model)

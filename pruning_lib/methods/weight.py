@@ -20,6 +20,7 @@ from ..checks import check_target, checked
 from ..metrics import count_nonzero_params, count_params
 from ..models import classifier_of
 from ..pruner import PruneContext, PruneResult, TargetUnreachable, finish
+from .patterns import PATTERNS, nm_counts, nm_mask, parse_pattern
 
 
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -32,7 +33,7 @@ def prunable_weights(model: nn.Module, include_classifier: bool = False) -> list
             if isinstance(m, PRUNABLE) and m is not head]
 
 
-def _amount(model: nn.Module, params: list[tuple[nn.Module, str]], target: float, base_params: int) -> int:
+def amount_to_remove(model: nn.Module, params: list[tuple[nn.Module, str]], target: float, base_params: int) -> int:
     """Number of prunable weights to zero so that nonzero = (1 - target) * base_params."""
     to_remove = count_nonzero_params(model) - int(round((1.0 - target) * base_params))
     prunable = sum(int(torch.count_nonzero(getattr(m, n))) for m, n in params)
@@ -49,14 +50,24 @@ def _amount(model: nn.Module, params: list[tuple[nn.Module, str]], target: float
 
 
 def magnitude_prune(model: nn.Module, target: float, base_params: int, scope: str = "global",
-                    include_classifier: bool = False) -> nn.Module:
+                    include_classifier: bool = False, pattern: str = "unstructured") -> nn.Module:
     """Zero the smallest-|w| weights so that a fraction `target` of `base_params` is removed.
 
     scope="global": one threshold over all prunable weights; "layer": every layer loses the same fraction.
+    pattern "N:M" (methods/patterns.py): the m − n smallest |w| of every m consecutive inputs of each row, in every
+    layer whose input width is a multiple of m (scope then plays no part; the target must be the pattern's own
+    fraction, as for wanda / sparsegpt).
     """
     check_target(target)
     params = prunable_weights(model, include_classifier)
-    k = _amount(model, params, target, base_params)
+    nm = parse_pattern(pattern)
+    if nm is not None:
+        counts, _ = nm_counts([m for m, _ in params], target, base_params, nm, pattern)
+        for m in counts:
+            w = m.weight.detach()
+            prune.custom_from_mask(m, "weight", ~nm_mask(w.abs().reshape(w.shape[0], -1), *nm).reshape(w.shape))
+        return model
+    k = amount_to_remove(model, params, target, base_params)
     if scope == "global":
         prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=k)
     elif scope == "layer":
@@ -73,19 +84,20 @@ def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: m.weight_mask for name, m in model.named_modules() if hasattr(m, "weight_mask")}
 
 
-@checked()
-def prune_global(model: nn.Module, ctx: PruneContext, target: float, include_classifier: bool = False) -> PruneResult:
+@checked(pattern=PATTERNS)
+def prune_global(model: nn.Module, ctx: PruneContext, target: float, include_classifier: bool = False,
+                 pattern: str = "unstructured") -> PruneResult:
     """Registry entry: global magnitude pruning."""
-    magnitude_prune(model, target, ctx.base_params, "global", include_classifier)
-    return finish(model, ctx, {"scope": "global"})
+    magnitude_prune(model, target, ctx.base_params, "global", include_classifier, pattern)
+    return finish(model, ctx, {"scope": "global", "pattern": pattern})
 
 
-@checked()
+@checked(pattern=PATTERNS)
 def prune_layerwise(model: nn.Module, ctx: PruneContext, target: float,
-                    include_classifier: bool = False) -> PruneResult:
+                    include_classifier: bool = False, pattern: str = "unstructured") -> PruneResult:
     """Registry entry: layer-wise magnitude pruning (the same fraction in every layer)."""
-    magnitude_prune(model, target, ctx.base_params, "layer", include_classifier)
-    return finish(model, ctx, {"scope": "layer"})
+    magnitude_prune(model, target, ctx.base_params, "layer", include_classifier, pattern)
+    return finish(model, ctx, {"scope": "layer", "pattern": pattern})
 
 
 def layer_sparsity(model: nn.Module) -> dict[str, float]:

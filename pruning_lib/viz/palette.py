@@ -1,8 +1,9 @@
 """One colour and one marker per method for every plot of the kit, keyed by the method's name, so that a method
 looks the same in every figure whichever others are drawn beside it (notebook 08's checkboxes, the runner's plots).
 
-Colours are ten distinct hues of matplotlib's tab10 plus mustard, black and a dark green for whitened_svd (svd's
-family; its marker tells it from svd's green); each method also
+Colours are ten distinct hues of matplotlib's tab10 plus mustard, black, a dark green for whitened_svd (svd's
+family; its marker tells it from svd's green), and a brown and a dark grey for wanda and sparsegpt (magnitude's
+family: grey); each method also
 has its own marker, so that colour alone never has to tell two methods apart. A configured variant `name@label`
 keeps its method's colour with a dashed line and a marker chosen by its label; a name the kit does not know (a
 method a user registered) gets a colour chosen by a hash of the name, the same in every run.
@@ -15,6 +16,8 @@ import zlib
 METHOD_STYLES = {
     "magnitude_global": ("#7f7f7f", "x"),
     "magnitude_layerwise": ("#bcbd22", "+"),
+    "wanda": ("#a6761d", "1"),
+    "sparsegpt": ("#666666", "2"),
     "random": ("#8c564b", "."),
     "l1": ("#ff7f0e", "o"),
     "taylor": ("#e377c2", "s"),
