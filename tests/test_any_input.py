@@ -50,7 +50,8 @@ SUPPORT = {
     "mlp": {**{m: "ok" for m in METHODS}, "whitened_svd": "refuse"},
     "conv1d": {**{m: "ok" for m in ("magnitude_global", "magnitude_layerwise", "svd", "tucker", "cp")},
                "whitened_svd": "refuse",
-               **{m: "ok" for m in CHANNEL}, "eigendamage": "ok", "improved_eigendamage": "ok"},
+               **{m: "ok" for m in CHANNEL}, "eigendamage": "ok", "improved_eigendamage": "ok", "wanda": "ok",
+               "sparsegpt": "ok"},
     "lstm": {m: "refuse" for m in METHODS},
 }
 

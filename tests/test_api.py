@@ -116,6 +116,8 @@ def test_torchvision_vgg11_bn_through_the_api(method):
     if method in ("eigendamage", "improved_eigendamage", "obs"):
         assert result.info["skipped"] == ["classifier.0"]
         assert "A 25089x25089" in result.info["skip_reasons"]["classifier.0"]
+    if method in ("wanda", "sparsegpt"):  # its 25088 x 25088 input moment is not formed: magnitude mask
+        assert "classifier.0" in result.info["magnitude_layers"]
     if method == "obs":
         assert result.model.classifier[0].out_features == 256  # not scored: its output channels are kept
 

@@ -6,7 +6,9 @@ weights), and install the mask with torch.nn.utils.prune, as magnitude pruning d
 
 Every layer loses the same fraction of its weights (unstructured; the target is the fraction of ALL parameters,
 so the prunable weights lose target · total / prunable), or follows the N:M pattern. A layer whose inputs K-FAC does
-not read (a grouped / depthwise or 3-d convolution) gets the magnitude mask (info["magnitude_layers"]); under N:M a
+not read (a grouped / depthwise or 3-d convolution), or whose input width d exceeds `max_factor` (A is d x d in
+float64: VGG's 25088-wide Linear would take 5 GB, and SparseGPT inverts it), gets the magnitude mask
+(info["magnitude_layers"]); under N:M a
 layer whose input width is not a multiple of M stays dense (info["dense_layers"]), and a target other than the
 pattern's own fraction is refused with that fraction."""
 from __future__ import annotations
@@ -55,10 +57,11 @@ def _counts(model: nn.Module, params: list[nn.Module], target: float, base: int,
 
 
 def prune_sequentially(model: nn.Module, ctx: PruneContext, target: float, calibration: int, pattern: str,
-                       include_classifier: bool, rule: LayerRule, name: str) -> PruneResult:
+                       include_classifier: bool, rule: LayerRule, name: str, max_factor: int) -> PruneResult:
     """Prune every prunable layer of `model` in call order with `rule` (module docstring); info names the method's
     layers and what each got."""
     check_positive_int(calibration, "calibration")
+    check_positive_int(max_factor, "max_factor")
     nm = parse_pattern(pattern)
     params = [m for m, _ in prunable_weights(model, include_classifier)]
     counts, dense = _counts(model, params, target, ctx.base_params, nm, pattern)
@@ -71,7 +74,8 @@ def prune_sequentially(model: nn.Module, ctx: PruneContext, target: float, calib
     magnitude = []
     for module in call_order(model, list(counts), batches[0][0]):
         layer = names[module]
-        A = input_covariances(model, batches, [layer], len(batches)).get(layer) if layer in readable else None
+        measured = layer in readable and module.weight[0].numel() <= max_factor
+        A = input_covariances(model, batches, [layer], len(batches)).get(layer) if measured else None
         if A is None:
             magnitude.append(layer)
         w = module.weight.detach()

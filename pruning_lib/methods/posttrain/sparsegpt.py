@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ...checks import checked
+from ...curvature.kfac import MAX_FACTOR
 from ...curvature.damping import damp
 from ...pruner import PruneContext, PruneResult
 from .calibration import prune_sequentially
@@ -79,9 +80,10 @@ def _layer(w: torch.Tensor, A: torch.Tensor | None, count: int, nm, blocksize: i
 @checked(pattern=PATTERNS)
 def prune_sparsegpt(model: nn.Module, ctx: PruneContext, target: float, calibration: int = 256,
                     pattern: str = "unstructured", blocksize: int = 128, damping: float = 0.01,
-                    include_classifier: bool = False) -> PruneResult:
+                    include_classifier: bool = False, max_factor: int = MAX_FACTOR) -> PruneResult:
     """Registry entry: SparseGPT, layer after layer on `calibration` examples of the loader (labels unused);
     `damping` is relative to the mean of diag H (SparseGPT's percdamp)."""
     def layer(w, A, count, nm):
         return _layer(w, A, count, nm, blocksize, damping)
-    return prune_sequentially(model, ctx, target, calibration, pattern, include_classifier, layer, "sparsegpt")
+    return prune_sequentially(model, ctx, target, calibration, pattern, include_classifier, layer, "sparsegpt",
+                              max_factor)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ...checks import checked
+from ...curvature.kfac import MAX_FACTOR
 from ...pruner import PruneContext, PruneResult
 from .calibration import prune_sequentially
 from ..patterns import PATTERNS, nm_mask, row_mask
@@ -31,6 +32,8 @@ def _layer(w: torch.Tensor, A: torch.Tensor | None, count: int, nm) -> tuple[tor
 
 @checked(pattern=PATTERNS)
 def prune_wanda(model: nn.Module, ctx: PruneContext, target: float, calibration: int = 256,
-                pattern: str = "unstructured", include_classifier: bool = False) -> PruneResult:
+                pattern: str = "unstructured", include_classifier: bool = False,
+                max_factor: int = MAX_FACTOR) -> PruneResult:
     """Registry entry: Wanda masks, layer after layer on `calibration` examples of the loader (labels unused)."""
-    return prune_sequentially(model, ctx, target, calibration, pattern, include_classifier, _layer, "wanda")
+    return prune_sequentially(model, ctx, target, calibration, pattern, include_classifier, _layer, "wanda",
+                              max_factor)
