@@ -33,16 +33,14 @@ from pruning_lib.train import evaluate, train_baseline  # noqa: E402
 
 def truncated(model: nn.Module, factors: dict, target: float) -> nn.Module:
     """{factorisation: copy of model} with every layer of `factors` replaced by its rank-r truncation."""
-    out = {}
-    for f in FACTORISATIONS:
-        m = copy.deepcopy(model)
-        with torch.no_grad():
-            for name, (A, G) in factors.items():
-                layer = m.get_submodule(name)
-                c_out, d = layer.weight.shape
-                rank = max(1, round((1 - target) * c_out * d / (c_out + d)))
-                layer.weight.copy_(truncations(layer.weight, A, G, rank)[f].to(layer.weight.dtype))
-        out[f] = m
+    out = {f: copy.deepcopy(model) for f in FACTORISATIONS}
+    with torch.no_grad():
+        for name, (A, G) in factors.items():
+            w = model.get_submodule(name).weight
+            c_out, d = w.shape
+            rank = max(1, round((1 - target) * c_out * d / (c_out + d)))
+            for f, w_r in truncations(w, A, G, rank).items():  # the three at once, each layer's SVDs once
+                out[f].get_submodule(name).weight.copy_(w_r.to(w.dtype))
     return out
 
 

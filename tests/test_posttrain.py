@@ -145,3 +145,9 @@ def test_magnitude_takes_the_nm_pattern_too():
     for name in ("a", "b"):
         w = getattr(model, name).weight.detach()
         assert torch.equal(getattr(result.model, name).weight == 0, wanda_mask(w, None, 0, (2, 4)))
+
+
+def test_an_nm_pattern_needs_blocks_that_hold_whole_groups():
+    W, H, _ = problem(4, 16)
+    with pytest.raises(ValueError, match="blocksize: 6 is not a multiple of M = 4"):
+        sparsegpt_layer(W, H, 0, (2, 4), blocksize=6)

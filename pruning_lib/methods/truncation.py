@@ -9,8 +9,8 @@
 
 [M]_r keeps M's r leading singular triplets; A = E[a aᵀ] (the layer's inputs), G = E[g gᵀ] (its output gradients),
 their roots damped as Improved EigenDamage damps them (`subspaces.matrix_roots`). All three are rank r, so they
-cost the same parameters; each is optimal for its own metric, so the predicted loss increase of two_sided is never
-above the others' (`tests/test_truncation.py`)."""
+cost the same parameters; each is optimal for its own (damped) metric, so the predicted loss increase of two_sided
+is never above the others' up to that damping (`tests/test_truncation.py`)."""
 from __future__ import annotations
 
 import torch

@@ -31,6 +31,9 @@ def sparsegpt_layer(w: torch.Tensor, H: torch.Tensor, count: int, nm: tuple[int,
     """(updated W, pruned mask) of W (C_out x d) under the input second moment H (d x d): `count` weights pruned
     (unstructured, spread over the blocks in proportion to their size) or the N:M pattern (`count` unused).
     Inputs that never fire (H_jj = 0) are pruned first: their weights cost nothing."""
+    if nm is not None and blocksize % nm[1]:
+        raise ValueError(f"blocksize: {blocksize} is not a multiple of M = {nm[1]} (pattern {nm[0]}:{nm[1]}): the "
+                         "N:M groups would straddle blocks")
     W = w.detach().double().clone()
     rows, d = W.shape
     H = H.double().clone()
