@@ -19,7 +19,7 @@ import re
 from .methods import lowrank, posttrain, weight, whitened_svd
 from .methods.channel import criteria, second_order
 from .methods.eigen import eigendamage, improved
-from .pruner import Method
+from .pruner import Method, no_data
 
 
 def scores_from_batches(options: dict) -> str:
@@ -44,6 +44,12 @@ def steps_reestimate_bn(options: dict) -> str | None:
     return None
 
 
+def compensable(fn, summary: str, family: str, data=no_data) -> Method:
+    """A structured method with the `compensate` / `calibration` options (posttrain.with_compensation); with
+    compensate=True it reads calibration examples of training batches."""
+    return Method(posttrain.with_compensation(fn), summary, family, data=posttrain.compensation_data(data))
+
+
 VARIANT = re.compile(r"[A-Za-z0-9_.-]+")
 
 METHODS: dict[str, Method] = {
@@ -55,34 +61,34 @@ METHODS: dict[str, Method] = {
     "sparsegpt": Method(posttrain.prune_sparsegpt, "post-training: OBS on the layer's reconstruction loss with the "
                         "kept weights updated (SparseGPT), layer after layer; unstructured or N:M", "weight",
                         data=calibration_inputs),
-    "eigendamage": Method(eigendamage.prune_eigendamage,
+    "eigendamage": compensable(eigendamage.prune_eigendamage,
                           "EigenDamage: prune Kronecker-factored eigen-directions by K-FAC loss increase, "
                           "layers become 1x1 -> core -> 1x1", "eigen", data=scores_from_batches),
-    "improved_eigendamage": Method(improved.prune_improved_eigendamage,
+    "improved_eigendamage": compensable(improved.prune_improved_eigendamage,
                                    "EigenDamage with switchable ingredients: EKFAC scores, the subspace kept "
                                    "(eigenbasis | tucker | whitened), cost budget, iterative schedule", "eigen",
                                    data=scores_from_batches),
-    "svd": Method(lowrank.prune_svd,
+    "svd": compensable(lowrank.prune_svd,
                   "truncated SVD: conv -> k x k (C_in -> r) + 1x1 (r -> C_out), linear -> two linears; "
                   "ranks by rank_rule (budget | energy | vbmf) fitted to the target", "lowrank"),
-    "whitened_svd": Method(whitened_svd.prune_whitened_svd,
+    "whitened_svd": compensable(whitened_svd.prune_whitened_svd,
                            "activation-whitened SVD (SVD-LLM): truncate W A^½, A the layer's input second moment; "
                            "svd's form and rank rules", "lowrank", data=inputs_from_batches),
-    "tucker": Method(lowrank.prune_tucker,
+    "tucker": compensable(lowrank.prune_tucker,
                      "Tucker-2 (HOOI) of k x k convs -> 1x1 -> core -> 1x1; SVD of 1x1 convs; "
                      "ranks by rank_rule (budget | energy | vbmf) fitted to the target", "lowrank"),
-    "cp": Method(lowrank.prune_cp,
+    "cp": compensable(lowrank.prune_cp,
                  "CP (ALS) of k x k convs -> 1x1 -> depthwise kx1 -> depthwise 1xk -> 1x1; SVD of 1x1 convs; "
                  "ranks by rank_rule (budget | energy | vbmf) fitted to the target", "lowrank"),
-    "l1": Method(criteria.prune_l1, "channel pruning: smallest summed L1 norm Σ|W_c| per coupled group, "
+    "l1": compensable(criteria.prune_l1, "channel pruning: smallest summed L1 norm Σ|W_c| per coupled group, "
                  "channels physically removed", "channel", data=steps_reestimate_bn),
-    "taylor": Method(criteria.prune_taylor, "channel pruning: first-order Taylor |Σ W·∂L/∂W| per channel, "
+    "taylor": compensable(criteria.prune_taylor, "channel pruning: first-order Taylor |Σ W·∂L/∂W| per channel, "
                      "averaged over batches", "channel", data=scores_from_batches),
-    "random": Method(criteria.prune_random, "channel pruning: uniformly random channels (baseline)", "channel",
+    "random": compensable(criteria.prune_random, "channel pruning: uniformly random channels (baseline)", "channel",
                      data=steps_reestimate_bn),
-    "obd": Method(second_order.prune_obd, "channel pruning: C-OBD Σ W² F with the diagonal Fisher", "channel",
+    "obd": compensable(second_order.prune_obd, "channel pruning: C-OBD Σ W² F with the diagonal Fisher", "channel",
                   data=scores_from_batches),
-    "obs": Method(second_order.prune_obs, "channel pruning: C-OBS Σ W²/([G⁻¹]_cc [A⁻¹]_jj) with im2col K-FAC "
+    "obs": compensable(second_order.prune_obs, "channel pruning: C-OBS Σ W²/([G⁻¹]_cc [A⁻¹]_jj) with im2col K-FAC "
                   "and the OBS weight correction", "channel", data=scores_from_batches),
 }
 for _name, _method in METHODS.items():

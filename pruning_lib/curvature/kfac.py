@@ -152,22 +152,33 @@ def _conv_positions(x_hw: tuple[int, int], conv: nn.Module) -> int:
     return out[0] * out[1]
 
 
+def layer_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The rows a Linear / Conv1d / Conv2d layer multiplies by its weight matrix (C_out x d) on inputs `x`: a
+    Linear's input vector at every position (tokens, pixels), a conv's im2col patch (C_in·k·k) at every output
+    position; with a trailing 1 (the homogeneous coordinate) when the layer has a bias. Shape (rows, d [+ 1])."""
+    if isinstance(module, nn.Linear):
+        a = x.reshape(-1, x.shape[-1])
+    else:
+        a = F.unfold(as_image(module, x), **conv_geometry(module))  # (N, C·k·k, T)
+        a = a.transpose(1, 2).reshape(-1, a.shape[1])
+    if module.bias is not None:
+        a = torch.cat([a, a.new_ones(a.shape[0], 1)], 1)
+    return a
+
+
 def input_rows(module: nn.Module, x: torch.Tensor, form: str, approx: str = "expand") -> tuple[torch.Tensor, int]:
     """(Σ_rows a aᵀ, rows) of one batch of layer inputs `x` in the given form (homogeneous 1 if bias); a Linear
-    layer's extra positions are rows ("expand") or averaged per example ("reduce")."""
+    layer's extra positions are rows ("expand", `layer_rows`) or averaged per example ("reduce")."""
     bias = module.bias is not None
-    if isinstance(module, nn.Linear):
-        a = x.reshape(x.shape[0], -1, x.shape[-1]).mean(1) if approx == "reduce" else x.reshape(-1, x.shape[-1])
+    if isinstance(module, nn.Linear) and approx == "reduce":
+        a = x.reshape(x.shape[0], -1, x.shape[-1]).mean(1)
         if bias:
             a = torch.cat([a, a.new_ones(a.shape[0], 1)], 1)
+        return a.T @ a, a.shape[0]
+    if isinstance(module, nn.Linear) or form == "im2col":
+        a = layer_rows(module, x)
         return a.T @ a, a.shape[0]
     kk, x = kernel_positions(module), as_image(module, x)
-    if form == "im2col":
-        a = F.unfold(x, **conv_geometry(module))  # (N, C·k·k, T)
-        a = a.transpose(1, 2).reshape(-1, a.shape[1])
-        if bias:
-            a = torch.cat([a, a.new_ones(a.shape[0], 1)], 1)
-        return a.T @ a, a.shape[0]
     # channel_patch: A = Σ_u c_u x_u x_uᵀ / rows, one weighted channel covariance (exact for any geometry;
     # padding rows are zero vectors and count in `rows`), instead of unfolding the input k·k times.
     counts = _pixel_counts(x.shape[-2:], module, x.device)

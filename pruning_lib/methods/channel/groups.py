@@ -348,10 +348,26 @@ class ChannelPruner:
         """Output channels of every producer under `kept` (channel counts per group)."""
         return {n: kept.get(g.root, g.size) for g in self.groups for n, _, _ in g.producers}
 
+    def kept_outputs(self, plan: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """{layer or norm: the output channels `plan` keeps, as indices into its present outputs} for every
+        producer and norm that loses channels (a layer's output channels back to the unpruned ones: what the
+        layer-wise compensation matches them to)."""
+        modules = dict(self.model.named_modules())
+        drops: dict[str, set[int]] = {}
+        for g in self.groups:
+            keep = set(plan.get(g.root, torch.arange(g.size)).tolist())
+            for name, side, idxs, root_idxs in g.slots:
+                if side == "out" and name in modules:  # not a bare parameter (a class token, a layer scale)
+                    drops.setdefault(name, set()).update(i for i, r in zip(idxs, root_idxs) if r not in keep)
+        return {name: torch.tensor([i for i in range(width_of(modules[name], True)) if i not in drop])
+                for name, drop in drops.items() if drop}
+
     def apply(self, plan: dict[str, torch.Tensor]) -> nn.Module:
-        """Physically remove every channel not in plan[root] from every coupled layer; returns the model."""
+        """Physically remove every channel not in plan[root] from every coupled layer; returns the model.
+        `self.kept` then holds `kept_outputs(plan)`."""
         if self.applied:
             raise ValueError("pruner: already applied; build a new ChannelPruner for the pruned model")
+        self.kept = self.kept_outputs(plan)
         modules = dict(self.model.named_modules())
         for g in self.groups:
             keep = set(plan.get(g.root, torch.arange(g.size)).tolist())

@@ -46,8 +46,9 @@ def run_channel_method(model: nn.Module, ctx: PruneContext, target: float, layer
                        info: dict[str, Any] | None = None, steps: int = 1, round_to: int = 1) -> PruneResult:
     """The shared schedule of every channel method, per step (step_targets): groups, group scores from
     `score_fn(pruner)`, threshold search, optional `before_apply` (e.g. the OBS weight correction), physical
-    removal, BatchNorm re-estimation before the next step (if this one removed channels); then measurement."""
-    state: dict[str, Any] = {"sizes": None, "floors": None}
+    removal, BatchNorm re-estimation before the next step (if this one removed channels); then measurement.
+    info["kept_outputs"]: {layer or norm: its kept output channels, indices into the unpruned ones}."""
+    state: dict[str, Any] = {"sizes": None, "floors": None, "kept": {}}
 
     def step(k: int, goal: float) -> bool:
         pruner = ChannelPruner(model, ctx.input_shape, layer_cap, state["floors"], round_to)
@@ -57,6 +58,8 @@ def run_channel_method(model: nn.Module, ctx: PruneContext, target: float, layer
         if before_apply is not None:
             before_apply(pruner, sel)
         pruner.apply(sel.plan)
+        for name, idx in pruner.kept.items():  # composed over steps: indices into the unpruned outputs
+            state["kept"][name] = state["kept"][name][idx] if name in state["kept"] else idx
         state["sel"] = sel
         return any(sel.kept[g.root] < g.size for g in pruner.groups)  # removed channels: BatchNorm re-estimated
 
@@ -64,6 +67,7 @@ def run_channel_method(model: nn.Module, ctx: PruneContext, target: float, layer
     sel, sizes = state["sel"], state["sizes"]
     details = {"threshold": sel.threshold, "achieved_dense": sel.achieved, "kept_channels": sel.kept,
                "group_sizes": sizes, "steps": steps, "round_to": round_to,
+               "kept_outputs": {n: idx.tolist() for n, idx in state["kept"].items()},
                **(info or {})}
     return finish(model, ctx, details)
 
