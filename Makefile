@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 CONFIG ?= configs/quickstart.json
 FAST ?= 0
 
-.PHONY: setup run test lab student clean outputs-filter
+.PHONY: setup run test lab student clean outputs-filter docs
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,11 @@ run: setup
 test: setup
 	PRUNING_FAST=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -q
 	PRUNING_FAST=0 $(PY) -m pytest notebooks --nbval-lax --nbval-current-env -q
+
+# The generated reference pages (docs/reference/*.md) and the README's methods table, from the registry and the
+# config schema; tests/test_reference.py fails when they are stale.
+docs: setup
+	$(PY) -m pruning_lib.reference
 
 student: setup
 	$(PY) scripts/make_student.py --out student

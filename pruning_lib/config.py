@@ -70,6 +70,46 @@ class Config:
         return Path(self.output_dir) / self.exp_name
 
 
+
+# What each field means and allows, for docs/reference/config.md (pruning_lib.reference generates it; a test holds
+# these to the fields of Config and TrainRecipe, so a new field cannot go undocumented). `validate` enforces them.
+FIELD_HELP: dict[str, tuple[str, str]] = {
+    "exp_name": ("letters, digits, '.', '_', '-' (required)", "the run folder's name: results go to output_dir/exp_name"),
+    "dataset": (" | ".join(DATASETS), "the dataset (data/README.md: how to get the files)"),
+    "model": (" | ".join(MODELS), "the network trained as the baseline (vit_tiny: train it with optimizer adamw)"),
+    "width": ("integer in [1, 64]", "channel multiplier: 1 = 16/32/64 channels, 4 = 64/128/256"),
+    "methods": ("registry names, or name@label variants", "the methods of the sweep (docs/reference/methods.md)"),
+    "ratios": ("numbers in [0, 1), no repeats", "targets: fractions of the unpruned model's parameters removed"),
+    "seeds": ("integers in [0, 2^32), no repeats", "one baseline and one row per method x ratio per seed"),
+    "baseline": ("a training recipe (below)", "how the unpruned model is trained (cached in data/checkpoints)"),
+    "finetune": ("a training recipe (below)", "fine-tuning after pruning, the same for every method (epochs 0: none)"),
+    "method_options": ("{method or variant: {option: value}}", "options per entry, checked against the registry"),
+    "bn_recalibration_batches": ("integer >= 0", "training batches that re-estimate BatchNorm after pruning"),
+    "score_batch_size": ("integer >= 1", "batch size of the loader the methods score / calibrate on"),
+    "val_fraction": ("number in (0, 1)", "share of the training set held out for model selection"),
+    "train_subset": ("null or integer >= 1", "train on the first N examples of the training split (null: all)"),
+    "data_root": ("null or a path", "where the dataset files are (null: <repo>/data)"),
+    "download": ("true | false", "fetch missing dataset files with torchvision's downloader"),
+    "checkpoint_dir": ("\"auto\", null or a path", "baseline cache (auto: data/checkpoints; null: no cache)"),
+    "output_dir": ("a path", "where run folders go"),
+    "device": ("auto | cpu | cuda | cuda:N | mps", "where everything runs (auto: CUDA if present)"),
+    "measure_latency": ("true | false", "median forward time at batch 1 and 128 per row"),
+    "sync_batchnorm": ("true | false", "under torchrun: BatchNorm over all ranks' batches (CUDA only)"),
+}
+RECIPE_HELP: dict[str, tuple[str, str]] = {
+    "epochs": ("integer >= 0", "passes over the training set"),
+    "lr": ("number >= 0", "peak learning rate"),
+    "momentum": ("number in [0, 1)", "SGD momentum"),
+    "weight_decay": ("number >= 0", "L2 (SGD) or decoupled (AdamW) weight decay"),
+    "batch_size": ("integer >= 1", "examples per step"),
+    "schedule": (" | ".join(SCHEDULES), "cosine, or x0.1 at 50 % and 75 % of the epochs"),
+    "optimizer": (" | ".join(OPTIMIZERS), "SGD with momentum, or AdamW (the usual recipe for ViTs)"),
+    "max_steps_per_epoch": ("null or integer >= 1", "cut epochs short (smoke runs)"),
+    "select_on_val": ("true | false", "keep the epoch with the best validation accuracy"),
+    "distill_weight": ("number in [0, 1)", "w > 0: (1 − w)·CE + w·T²·KL from the unpruned model"),
+    "distill_temperature": ("number > 0", "T of the distillation loss"),
+}
+
 def _fail(field_name: str, message: str) -> None:
     raise ConfigError(f"config field '{field_name}': {message}")
 

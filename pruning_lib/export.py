@@ -36,10 +36,13 @@ def deployable_copy(model: nn.Module) -> nn.Module:
     return out
 
 
-def export_program(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
-    """`torch.export.export` of the deployable copy of `model` (eval mode) on `example_inputs`."""
+def export_program(model: nn.Module, example_inputs: tuple[torch.Tensor, ...],
+                   dynamic_batch: bool = False) -> torch.export.ExportedProgram:
+    """`torch.export.export` of the deployable copy of `model` (eval mode) on `example_inputs`; with
+    `dynamic_batch` the first dimension of every input is symbolic (export with a batch of at least 2)."""
+    shapes = tuple({0: torch.export.Dim("batch")} for _ in example_inputs) if dynamic_batch else None
     with torch.no_grad():
-        return torch.export.export(deployable_copy(model), tuple(example_inputs))
+        return torch.export.export(deployable_copy(model), tuple(example_inputs), dynamic_shapes=shapes)
 
 
 def save_program(program: torch.export.ExportedProgram, path: str | Path) -> Path:

@@ -171,3 +171,23 @@ def test_compensation_needs_a_loader_and_a_positive_count():
                           calibration=0)
     for name in STRUCTURED:
         assert {"compensate": False, "calibration": 256}.items() <= METHODS[name].options.items()
+
+
+@pytest.mark.parametrize("net", ["vit_tiny", "densenet", "mobilenet_v2"])
+def test_compensation_on_heads_concatenations_and_depthwise_layers(net):
+    """A ViT (heads removed with their qkv rows), a DenseNet (concatenated channels) and MobileNetV2 (depthwise convs,
+    left as they are): every readable layer is refit, none gets worse, and the model still runs."""
+    import torchvision
+    from pruning_lib.models import build_model
+    torch.manual_seed(0)
+    shape = (1, 16, 16) if net == "vit_tiny" else (3, 32, 32)
+    model = {"vit_tiny": lambda: build_model("vit_tiny", in_channels=1, num_classes=10, image_size=16),
+             "densenet": lambda: torchvision.models.DenseNet(8, (2, 2), 16, num_classes=10),
+             "mobilenet_v2": lambda: torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.25)}[net]()
+    report = pruning_lib.prune(model, "l1", 0.5, loader=random_loader(16, shape, batch=8), compensate=True,
+                               calibration=16).info["compensation"]
+    assert report["layers"] and all(a <= b + 1e-9 for b, a in report["layer_errors"].values())
+    assert all(why == "grouped / depthwise or 3-d convolution" for why in report["skipped"].values())
+    assert bool(report["skipped"]) == (net == "mobilenet_v2")
+    with torch.no_grad():
+        assert model.eval()(torch.zeros(2, *shape)).shape == (2, 10)

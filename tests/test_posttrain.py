@@ -151,3 +151,28 @@ def test_an_nm_pattern_needs_blocks_that_hold_whole_groups():
     W, H, _ = problem(4, 16)
     with pytest.raises(ValueError, match="blocksize: 6 is not a multiple of M = 4"):
         sparsegpt_layer(W, H, 0, (2, 4), blocksize=6)
+
+
+def test_obc_row_is_the_exact_greedy_obs_sequence():
+    """Every step removes the weight whose best-compensated removal costs least (exhaustive search with an explicit
+    solve of the kept weights), and the final kept weights are the least-squares optimum given the removed ones."""
+    from pruning_lib.methods.posttrain import obc_row
+    W, H, _ = problem(rows=1, d=8)
+    w, Hd = W[0], damp(H, 0.01)
+
+    def best_kept(removed):  # argmin_v (v − w)ᵀ H (v − w) with v_removed = 0
+        keep = [j for j in range(len(w)) if j not in removed]
+        v = torch.zeros_like(w)
+        v[keep] = w[keep] + torch.linalg.solve(Hd[keep][:, keep], Hd[keep][:, removed] @ w[removed])
+        return v
+
+    def cost(v):
+        return float((v - w) @ Hd @ (v - w))
+
+    removed = []
+    for count in range(1, 6):
+        candidates = [j for j in range(len(w)) if j not in removed]
+        removed.append(min(candidates, key=lambda j: cost(best_kept(removed + [j]))))
+        got, mask = obc_row(w, H, count, damping=0.01)
+        assert sorted(torch.nonzero(mask).flatten().tolist()) == sorted(removed)
+        assert torch.allclose(got, best_kept(removed), atol=1e-10)

@@ -13,9 +13,9 @@ from .files import ResultsFileError, read_rows, results_frame, shard_file_name, 
 from .schema import (COLUMNS, DESCRIPTIONS, EMPTY_WHEN_FAILED, INTS, KEY, NULLABLE, OPTIONAL, STAGE_COLUMNS,
                      STATUSES, TEXT, TIMING, Row, failed_row)
 from .stats import front_table, gaps_beyond_spread, pareto_front, tradeoff
-from .tables import TABLES, TITLES, best_cells, tables
+from .tables import TABLES, TITLES, best_cells, tables, variant_table
 
 __all__ = ["COLUMNS", "DESCRIPTIONS", "EMPTY_WHEN_FAILED", "INTS", "KEY", "NULLABLE", "OPTIONAL", "STAGE_COLUMNS",
            "STATUSES", "TABLES", "TEXT", "TIMING", "TITLES", "ResultsFileError", "Row", "best_cells", "failed_row",
            "front_table", "gaps_beyond_spread", "pareto_front", "read_rows", "results_frame", "shard_file_name",
-           "tables", "tradeoff", "write_rows", "write_summaries"]
+           "tables", "tradeoff", "variant_table", "write_rows", "write_summaries"]

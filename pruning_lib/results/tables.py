@@ -68,3 +68,22 @@ def best_cells(df: pd.DataFrame, col: str, text: pd.DataFrame) -> pd.DataFrame:
     means.columns = text.columns
     best = means.min() if col in LOWER_IS_BETTER else means.max()
     return means.eq(best, axis="columns")
+
+
+def variant_table(df: pd.DataFrame, label: str, col: str = "acc_pruned", fmt: str = ".2f") -> pd.DataFrame:
+    """Methods that also ran as the variant "<method>@<label>" (e.g. @comp: with compensation) x target: `col`
+    (mean ± std over finished seeds) of the method and of its variant, and the variant's extra seconds per row
+    (mean seconds_prune of the variant minus the method's). Columns "<target> plain", "<target> <label>",
+    "<target> extra s"."""
+    done = df[df["status"] == "ok"]
+    suffix = f"@{label}"
+    base = [m for m in dict.fromkeys(done["method"]) if not m.endswith(suffix) and m + suffix in set(done["method"])]
+    cells = {}
+    for r in sorted(done["target_ratio"].unique()):
+        at = done[done["target_ratio"] == r]
+        for name, which in (("plain", ""), (label, suffix)):
+            cells[f"{percent(r)} {name}"] = {m: _mean_std(at[at["method"] == m + which][col], fmt) for m in base}
+        seconds = at.groupby("method")["seconds_prune"].mean()
+        cells[f"{percent(r)} extra s"] = {m: f"{seconds.get(m + suffix, float('nan')) - seconds.get(m, float('nan')):.1f}"
+                                          for m in base}
+    return pd.DataFrame(cells)

@@ -5,7 +5,8 @@ sequential loop both share). Compensation (compensation.py) refits what a struct
 layer, to the dense network's outputs in least squares (option `compensate` of every channel, low-rank and eigen
 method)."""
 from .compensation import compensate_layers, compensation_data, least_squares_refit, with_compensation
-from .sparsegpt import prune_sparsegpt, sparsegpt_layer
+from .sparsegpt import obc_row, prune_sparsegpt, sparsegpt_layer
 from .wanda import prune_wanda, wanda_mask, wanda_scores
 
-__all__ = ["compensate_layers", "compensation_data", "least_squares_refit", "prune_sparsegpt", "prune_wanda", "sparsegpt_layer", "wanda_mask", "wanda_scores", "with_compensation"]
+__all__ = ["compensate_layers", "compensation_data", "least_squares_refit", "obc_row", "prune_sparsegpt",
+           "prune_wanda", "sparsegpt_layer", "wanda_mask", "wanda_scores", "with_compensation"]

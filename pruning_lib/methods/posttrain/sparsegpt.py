@@ -26,6 +26,27 @@ def _inverse_cholesky(H: torch.Tensor, damping: float) -> torch.Tensor:
     return torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
 
 
+def obc_row(w: torch.Tensor, H: torch.Tensor, count: int, damping: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """(updated row, pruned mask) of one output row w (d,) under H (d x d, damped as SparseGPT's): OBS applied
+    `count` times, greedily (OBC, Frantar & Alistarh 2022): remove the kept weight of lowest cost w_q² / [H⁻¹]_qq,
+    move the others by δ = −w_q H⁻¹e_q / [H⁻¹]_qq, and drop q from H⁻¹ (H⁻¹ ← H⁻¹ − H⁻¹e_q e_qᵀH⁻¹ / [H⁻¹]_qq, the
+    inverse of H without row and column q). Exact and O(count · d²) per row; SparseGPT approximates it for a
+    whole layer by fixing the column order. After every step the kept weights minimise the quadratic given the
+    removed ones (the OBS property)."""
+    w = w.detach().double().clone()
+    Hinv = torch.linalg.inv(damp(H, damping))
+    mask = torch.zeros_like(w, dtype=torch.bool)
+    for _ in range(count):
+        cost = w.pow(2) / Hinv.diagonal().clamp_min(torch.finfo(torch.float64).tiny)
+        cost[mask] = float("inf")
+        q = int(cost.argmin())
+        w -= w[q] / Hinv[q, q] * Hinv[:, q]
+        w[q] = 0.0
+        Hinv -= Hinv[:, q:q + 1] @ Hinv[q:q + 1, :] / Hinv[q, q]
+        mask[q] = True
+    return w, mask
+
+
 def sparsegpt_layer(w: torch.Tensor, H: torch.Tensor, count: int, nm: tuple[int, int] | None = None,
                     blocksize: int = 128, damping: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
     """(updated W, pruned mask) of W (C_out x d) under the input second moment H (d x d): `count` weights pruned
