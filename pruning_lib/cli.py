@@ -48,16 +48,13 @@ def _print_tables(df) -> None:
 
 def sweep(config_path: str, smoke: bool = False, seeds: list[int] | None = None,
           shard: tuple[int, int] | None = None) -> int:
-    """Run a config's sweep (pruning_lib.experiment.run), print its tables; the exit code (module docstring)."""
+    """Run a config's sweep (pruning_lib.experiment.run), print its tables; the exit code (module docstring). Under
+    torchrun `main` has joined the process group first."""
     from . import distributed
     from .config import load_config
     from .experiment import run
-    distributed.init_from_env()
-    try:
-        cfg = load_config(config_path, **({"seeds": seeds} if seeds else {}))
-        df = run(cfg, smoke=smoke, shard=shard)
-    finally:
-        distributed.shutdown()
+    cfg = load_config(config_path, **({"seeds": seeds} if seeds else {}))
+    df = run(cfg, smoke=smoke, shard=shard)
     if not distributed.is_main():
         return 0
     _print_tables(df)
@@ -230,13 +227,19 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DatasetError, DatasetMissingError
     from .files import DamagedFileError
     from .results import ResultsFileError
+    from . import distributed
     bad = (BadInput, ConfigError, DatasetMissingError, DatasetError, DamagedFileError, ResultsFileError)
+    main_rank = True
     try:
         args = parser().parse_args(argv)
-        if args.command == "run":
-            return sweep(args.config, args.smoke, args.seeds, args.shard)
-        if args.command == "merge":
-            return merge(args.run_dir)
+        if args.command in ("run", "merge"):  # under torchrun: every rank joins, rank 0 alone reports
+            distributed.init_from_env()
+            main_rank = distributed.is_main()
+            try:
+                return (sweep(args.config, args.smoke, args.seeds, args.shard) if args.command == "run"
+                        else merge(args.run_dir))
+            finally:
+                distributed.shutdown()
         if args.command == "methods":
             print(methods_text(args.name))
         elif args.command == "support":
@@ -245,8 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             return prune_file(args)
         return 0
     except bad as e:
-        from . import distributed
-        if distributed.is_main():  # under torchrun: once
+        if main_rank:  # under torchrun: once
             print(f"error: {e}", file=sys.stderr)
         return BAD_INPUT_CODE
 

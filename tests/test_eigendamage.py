@@ -301,7 +301,7 @@ def test_registry_options_are_the_function_defaults():
 
     params = inspect.signature(ed.prune_eigendamage).parameters
     defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
-    assert METHODS["eigendamage"].options == defaults
+    assert METHODS["eigendamage"].options == {**defaults, "compensate": False, "calibration": 256}  # + with_compensation
 
 
 def test_frobenius_baseline_is_truncated_svd():

@@ -176,3 +176,16 @@ def test_obc_row_is_the_exact_greedy_obs_sequence():
         got, mask = obc_row(w, H, count, damping=0.01)
         assert sorted(torch.nonzero(mask).flatten().tolist()) == sorted(removed)
         assert torch.allclose(got, best_kept(removed), atol=1e-10)
+
+
+def test_sparsegpt_equals_the_channel_obs_correction_where_they_coincide():
+    """Removing one whole input column is the kit's C-OBS correction of removed rows (methods.channel.second_order.
+    obs_correction) applied to Wᵀ under H⁻¹: the first column SparseGPT visits sees the full inverse, so pruning all of
+    column 0 moves the other columns by −W[:, 0] H⁻¹[0, :] / H⁻¹[0, 0]."""
+    from pruning_lib.methods.channel.second_order import obs_correction
+    W, H, _ = problem(rows=5, d=12)
+    W[:, 0] *= 1e-3  # the cheapest weights: the unstructured mask of `rows` weights is exactly column 0
+    got, mask = sparsegpt_layer(W, H, count=W.shape[0], blocksize=128, damping=0.01)
+    assert mask[:, 0].all() and mask.sum() == W.shape[0]
+    want = W + obs_correction(W.T, torch.linalg.inv(damp(H, 0.01)), torch.tensor([0])).T
+    assert torch.allclose(got, want, atol=1e-10)
