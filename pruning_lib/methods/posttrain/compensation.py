@@ -115,7 +115,7 @@ def _dense_batchnorm(dense: nn.Module, model: nn.Module, kept: dict[str, list[in
 def _moments(dense: nn.Module, model: nn.Module, source: nn.Module, layer: nn.Module, outputs: list[int] | None,
              inputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, float] | None:
     """(ZᵀZ, ZᵀY, ‖Y‖²) of `layer` in `model` against `source` in `dense` on the calibration `inputs`, or None when
-    their rows do not correspond (different output positions)."""
+    their rows do not correspond (a layer never called, or different output positions)."""
     seen: dict[str, torch.Tensor] = {}
     hooks = [source.register_forward_hook(lambda m, i, o: seen.__setitem__("dense", i[0])),
              layer.register_forward_hook(lambda m, i, o: seen.__setitem__("model", i[0]))]
@@ -128,6 +128,8 @@ def _moments(dense: nn.Module, model: nn.Module, source: nn.Module, layer: nn.Mo
             for chunk in x.split(CHUNK):
                 dense(chunk)
                 model(chunk)
+                if "model" not in seen or "dense" not in seen:  # a layer the forward pass never calls
+                    return None
                 z, xd = layer_rows(layer, seen["model"].double()), layer_rows(source, seen["dense"].double())
                 if z.shape[0] != xd.shape[0]:
                     return None
@@ -165,7 +167,8 @@ def compensate_layers(dense: nn.Module, model: nn.Module, loader, calibration: i
             source, outputs = pairs[name]
             moments = _moments(dense, model, dense_modules[source], layer, outputs, inputs)
             if moments is None:
-                skipped[name] = f"its output positions differ from those of '{source}'"
+                skipped[name] = (f"its inputs do not match those of '{source}' row for row (not called, or other "
+                                 "output positions)")
                 continue
             zz, zy, yy = moments
             w = _matrix(layer)
