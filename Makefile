@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 CONFIG ?= configs/quickstart.json
 FAST ?= 0
 
-.PHONY: setup run test lab student clean outputs-filter docs
+.PHONY: setup run test lab student clean outputs-filter docs book
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,11 @@ test: setup
 # config schema; tests/test_reference.py fails when they are stale.
 docs: setup
 	$(PY) -m pruning_lib.reference
+
+# The course site: every notebook executed in fast mode (about 3 min) and the docs pages, as static HTML built offline
+# (Sphinx + myst-nb + sphinx-book-theme); open build/book/html/README.html. tests/test_book.py builds its skeleton.
+book: setup
+	$(PY) scripts/build_book.py
 
 student: setup
 	$(PY) scripts/make_student.py --out student
