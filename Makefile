@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 CONFIG ?= configs/quickstart.json
 FAST ?= 0
 
-.PHONY: setup run test lab student clean outputs-filter docs book
+.PHONY: setup run test lab student clean outputs-filter docs book gpu-check gpu-wheels
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,16 @@ docs: setup
 # (Sphinx + myst-nb + sphinx-book-theme); open build/book/html/README.html. tests/test_book.py builds its skeleton.
 book: setup
 	$(PY) scripts/build_book.py
+
+# The GPU check (scripts/gpu_check.py, <= 8 min on one H100 / H200): writes its section of benchmarks/RESULTS.md.
+# Without a CUDA device it is a dry run (CPU, tiny sizes, into build/gpu_check/). On a machine without the venv (a
+# lent GPU box) it runs with python3; `make gpu-wheels` first fetches the two dependencies it may lack, as wheels.
+GPU_PY := $(shell test -x $(PY) && echo $(PY) || echo python3)
+gpu-check:
+	$(GPU_PY) scripts/gpu_check.py
+
+gpu-wheels:
+	python3 -m pip download -q --no-deps --only-binary=:all: -d .whl "torch-pruning>=1.5" "tensorly>=0.8"
 
 student: setup
 	$(PY) scripts/make_student.py --out student

@@ -1,5 +1,5 @@
 """Run a pruning sweep from a JSON config (the alias of `pruning-kit run` / `pruning-kit merge`):
-python main_prune.py --config_path configs/quickstart.json [--smoke] [--seeds 1 2] [--shard I/N]
+python main_prune.py --config_path configs/quickstart.json [--smoke] [--seeds 1 2] [--shard I/N | --jobs N] [--threads T]
 python main_prune.py --merge runs/<exp_name>
 torchrun --nproc_per_node=N main_prune.py --config_path ...   (N processes, DistributedDataParallel)
 
@@ -28,12 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard", metavar="I/N",
                         help="run only share I of N of the rows (0 <= I < N), e.g. a SLURM array task; "
                              "then --merge the run folder")
+    parser.add_argument("--jobs", metavar="N", help="N worker processes on this machine (pruning-kit run --jobs)")
+    parser.add_argument("--threads", metavar="T", help="torch threads per process (rows depend on it)")
     args = parser.parse_args(argv)
     if args.merge:
         return cli.main(["merge", args.merge])
     return cli.main(["run", args.config_path, *(["--smoke"] if args.smoke else []),
                      *(["--seeds", *map(str, args.seeds)] if args.seeds else []),
-                     *(["--shard", args.shard] if args.shard else [])])
+                     *(["--shard", args.shard] if args.shard else []),
+                     *(["--jobs", args.jobs] if args.jobs else []), *(["--threads", args.threads] if args.threads else [])])
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The `pruning-kit` command line.
 
-  pruning-kit run CONFIG [--smoke] [--seeds S ...] [--shard I/N]   a config sweep (main_prune.py is its alias)
+  pruning-kit run CONFIG [--smoke] [--seeds S ...] [--shard I/N | --jobs N] [--threads T]
+                                                                   a config sweep (main_prune.py is its alias)
   pruning-kit merge RUN_DIR                                        combine the shards of a run folder
   pruning-kit methods [NAME]                                       the registry: options, defaults, allowed values
   pruning-kit support                                              which method works on which network
@@ -40,6 +41,12 @@ def _shard(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer >= 1")
+    return int(text)
+
+
 def _print_tables(df) -> None:
     from .results import tables
     for title, table in (tables(df).items() if len(df) else []):
@@ -47,14 +54,28 @@ def _print_tables(df) -> None:
 
 
 def sweep(config_path: str, smoke: bool = False, seeds: list[int] | None = None,
-          shard: tuple[int, int] | None = None) -> int:
-    """Run a config's sweep (pruning_lib.experiment.run), print its tables; the exit code (module docstring). Under
-    torchrun `main` has joined the process group first."""
+          shard: tuple[int, int] | None = None, jobs: int = 1, threads: int | None = None,
+          progress: bool = True) -> int:
+    """Run a config's sweep (pruning_lib.experiment.run, or pruning_lib.jobs.run_jobs with jobs > 1) with `threads`
+    torch threads per process (None: torch's default in one process, the cores shared among the jobs), print its
+    tables; the exit code (module docstring). Under torchrun `main` has joined the process group first."""
+    import torch
+
     from . import distributed
     from .config import load_config
     from .experiment import run
+    from .jobs import run_jobs
+    if jobs > 1 and shard is not None:
+        raise BadInput("run: --jobs splits the sweep itself; leave out --shard (or run each shard with --jobs 1)")
+    if jobs > 1 and distributed.is_distributed():
+        raise BadInput("run: --jobs starts its own processes; under torchrun leave it out")
     cfg = load_config(config_path, **({"seeds": seeds} if seeds else {}))
-    df = run(cfg, smoke=smoke, shard=shard)
+    if jobs > 1:
+        df = run_jobs(cfg, config_path, jobs, threads, smoke, seeds, progress)
+    else:
+        if threads:
+            torch.set_num_threads(threads)
+        df = run(cfg, smoke=smoke, shard=shard, progress=progress)
     if not distributed.is_main():
         return 0
     _print_tables(df)
@@ -203,6 +224,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--smoke", action="store_true", help="every method and ratio for a few steps on random tensors")
     run.add_argument("--seeds", type=int, nargs="+", help="these seeds instead of the config's")
     run.add_argument("--shard", type=_shard, metavar="I/N", help="share I of N of the rows; then merge the folder")
+    run.add_argument("--jobs", type=_positive, default=1, metavar="N",
+                     help="N worker processes on this machine, one progress bar, shards merged at the end")
+    run.add_argument("--threads", type=_positive, metavar="T",
+                     help="torch threads per process (rows depend on it; default: the cores shared by the jobs)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
     mg = sub.add_parser("merge", help="combine RUN_DIR/results.shard-*.csv into RUN_DIR/results.csv")
     mg.add_argument("run_dir")
     me = sub.add_parser("methods", help="the registered methods with their options")
@@ -226,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .data import DatasetError, DatasetMissingError
     from .files import DamagedFileError
+    from .jobs import WorkerFailed
     from .results import ResultsFileError
     from . import distributed
     bad = (BadInput, ConfigError, DatasetMissingError, DatasetError, DamagedFileError, ResultsFileError)
@@ -236,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             distributed.init_from_env()
             main_rank = distributed.is_main()
             try:
-                return (sweep(args.config, args.smoke, args.seeds, args.shard) if args.command == "run"
+                return (sweep(args.config, args.smoke, args.seeds, args.shard, args.jobs, args.threads,
+                              not args.quiet) if args.command == "run"
                         else merge(args.run_dir))
             finally:
                 distributed.shutdown()
@@ -251,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         if main_rank:  # under torchrun: once
             print(f"error: {e}", file=sys.stderr)
         return BAD_INPUT_CODE
+    except WorkerFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 
 from .checks import OptionError, is_int, is_number
-from .data import DATASETS, SHAPES
+from .data import AUGMENTED, DATASETS, SHAPES
 from .models import MODELS, build_model
 from .registry import METHODS, entry_error, method_of
-from .train import OPTIMIZERS, TrainRecipe
+from .train import OPTIMIZERS, PRECISIONS, TrainRecipe
 
 SEED_LIMIT = 2**32  # numpy's seeds are 32-bit
 SCHEDULES = ("cosine", "step")
@@ -108,6 +108,9 @@ RECIPE_HELP: dict[str, tuple[str, str]] = {
     "select_on_val": ("true | false", "keep the epoch with the best validation accuracy"),
     "distill_weight": ("number in [0, 1)", "w > 0: (1 − w)·CE + w·T²·KL from the unpruned model"),
     "distill_temperature": ("number > 0", "T of the distillation loss"),
+    "precision": (" | ".join(PRECISIONS), "autocast: auto = bf16 on CUDA, fp32 elsewhere; fp16 (CUDA only) adds a GradScaler"),
+    "channels_last": ("true | false", "train in the NHWC memory format (faster convolutions on recent GPUs)"),
+    "data_on_device": ("true | false", "keep the training set on the device (small datasets without augmentation)"),
 }
 
 def _fail(field_name: str, message: str) -> None:
@@ -167,6 +170,10 @@ def _check_recipe(name: str, recipe: Any) -> None:
         _fail(f"{name}.select_on_val", f"{r['select_on_val']!r} must be true or false")
     _number(f"{name}.distill_weight", r["distill_weight"], 0.0, 1.0,  " (0 = no distillation)")
     _number(f"{name}.distill_temperature", r["distill_temperature"], 1e-6)
+    _choice(f"{name}.precision", r["precision"], PRECISIONS)
+    for flag in ("channels_last", "data_on_device"):
+        if not isinstance(r[flag], bool):
+            _fail(f"{name}.{flag}", f"{r[flag]!r} must be true or false")
 
 
 def _check_device(device: Any) -> None:
@@ -252,6 +259,15 @@ def validate(raw: dict[str, Any]) -> Config:
     if not isinstance(cfg.output_dir, str) or not cfg.output_dir:
         _fail("output_dir", f"{cfg.output_dir!r} is not a path string")
     _check_device(cfg.device)
+    for name in ("baseline", "finetune"):
+        r = {**asdict(TrainRecipe()), **getattr(cfg, name)}
+        on_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+        if r["precision"] == "fp16" and not on_cuda:
+            _fail(f"{name}.precision", "'fp16' needs a CUDA device (torch's fp16 autocast and GradScaler); use bf16 "
+                                       "or fp32 here")
+        if r["data_on_device"] and cfg.dataset in AUGMENTED:
+            _fail(f"{name}.data_on_device", f"{cfg.dataset}'s training split draws a random crop and flip per epoch, "
+                                            "which a copy kept on the device would freeze; use false")
     if not isinstance(cfg.download, bool):
         _fail("download", f"{cfg.download!r} must be true or false")
     if not isinstance(cfg.measure_latency, bool):

@@ -28,6 +28,7 @@ from .distributed import is_distributed, rank, world_size
 DATA_DIR = Path(os.environ.get("PRUNING_DATA_DIR", Path(__file__).resolve().parents[1] / "data"))
 
 DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100")
+AUGMENTED = ("cifar10", "cifar100")  # training splits with a random crop and flip per epoch
 
 # (channels, height/width, classes) of each dataset's images.
 SHAPES = {

@@ -38,7 +38,8 @@ from .train import (TrainRecipe, distillation_loss, evaluate, pick_device, recal
 def _setting(cfg: dict) -> dict:
     """What decides a run folder's numbers: every field except the grid (methods, ratios, seeds) and where
     things live or come from (output_dir, checkpoint_dir, device, download), with the recipes' defaults
-    filled in, plus the number of processes (a different global batch and curvature data give other numbers)."""
+    filled in, plus the number of processes (a different global batch and curvature data give other numbers) and of
+    torch threads per process (CPU kernels split their reductions by thread, so the last digits move with it)."""
     out = {k: v for k, v in cfg.items()
            if k not in ("methods", "ratios", "seeds", "output_dir", "checkpoint_dir", "device", "download")}
     for key in ("baseline", "finetune"):
@@ -48,19 +49,29 @@ def _setting(cfg: dict) -> dict:
     return out
 
 
+# torch's thread count when this module was imported (before --threads / --jobs set one): what a run folder written
+# before folders recorded their threads was computed with
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+def _process() -> dict:
+    """This process's share of the setting: the number of processes and of torch threads in each."""
+    return {"world_size": world_size(), "threads": torch.get_num_threads()}
+
+
 def _prepare_run_dir(cfg: Config, run_dir: Path) -> None:
     """Refuse to mix results of a different setting (or number of processes) into an existing run folder;
     create the folder and save the config (a folder that cannot be created or written is a config error,
     found before any work)."""
     saved = run_dir / "config.json"
-    mine = _setting({**asdict(cfg), "world_size": world_size()})
+    mine = _setting({**asdict(cfg), **_process()})
     if saved.is_file():
         try:
             theirs = json.loads(saved.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ConfigError(f"exp_name: '{saved}' is damaged ({e}); delete it to adopt this config") from None
         defaults = asdict(Config(exp_name=cfg.exp_name))  # fields added since that folder was written
-        theirs = _setting({**defaults, **theirs}) if isinstance(theirs, dict) else {}
+        theirs = _setting({**defaults, "threads": DEFAULT_THREADS, **theirs}) if isinstance(theirs, dict) else {}
         diff = sorted(k for k in mine if k != "method_options" and mine[k] != theirs.get(k))
         # method_options may change for entries with no rows in the folder (a variant added to a finished run)
         done = {r["method"] for path in [run_dir / "results.csv", *run_dir.glob("results.shard-*.csv")]
@@ -68,22 +79,33 @@ def _prepare_run_dir(cfg: Config, run_dir: Path) -> None:
         ours, old = mine["method_options"], theirs.get("method_options") or {}
         changed = sorted(m for m in set(ours) | set(old) if ours.get(m) != old.get(m) and m in done)
         diff += [f"method_options of {', '.join(changed)}"] if changed else []
+        if diff == ["threads"]:
+            raise ConfigError(f"threads: '{run_dir}' holds rows computed with {theirs['threads']} torch thread(s) per "
+                              f"process, this run has {mine['threads']} (rows depend on it); run with --threads "
+                              f"{theirs['threads']} (or --jobs N with --threads {theirs['threads']}), or choose another exp_name")
         if diff:
             raise ConfigError(f"exp_name: '{run_dir}' holds results of a different config (fields {', '.join(diff)}); "
                               "choose another exp_name or delete that folder")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(saved, json.dumps({**asdict(cfg), "world_size": world_size()}, indent=2))
+        write_text_atomic(saved, json.dumps({**asdict(cfg), **_process()}, indent=2))
     except OSError as e:
         raise ConfigError(f"config field 'output_dir': cannot write '{run_dir}' ({e.strerror or e})") from None
 
 
-def _start(cfg: Config, run_dir: Path, csv_path: Path) -> tuple[list[dict], set]:
-    """Prepare the run folder; (this file's rows, the keys already done in it or, for a shard, in results.csv)."""
+def pending(cfg: Config, shard: tuple[int, int] | None = None) -> tuple[list[dict], list[tuple]]:
+    """Prepare the run folder (refusing one of a different setting); (the rows of the file this run writes, the
+    (seed, method, ratio) keys of the sweep, or of its shard, still to run). A shard skips the rows any file of the
+    folder holds (results.csv or another shard's, also of another N), so a sweep resumes under any --jobs / --shard."""
+    run_dir = cfg.run_dir
+    csv_path = run_dir / ("results.csv" if shard is None else shard_file_name(*shard))
     _prepare_run_dir(cfg, run_dir)
     rows = read_rows(csv_path)
-    merged = read_rows(run_dir / "results.csv") if csv_path.name != "results.csv" else []
-    return rows, {tuple(r[c] for c in KEY) for r in rows + merged}
+    others = [] if shard is None else [p for p in [run_dir / "results.csv", *run_dir.glob("results.shard-*.csv")]
+                                       if p != csv_path]
+    done = {tuple(r[c] for c in KEY) for r in rows + [r for p in others for r in read_rows(p)]}
+    grid = [(s, m, float(r)) for s in cfg.seeds for m in cfg.methods for r in cfg.ratios]
+    return rows, [k for k in (grid if shard is None else shard_rows(grid, *shard)) if (k[1], k[2], k[0]) not in done]
 
 
 def shard_rows(grid: list, index: int, count: int) -> list:
@@ -104,9 +126,7 @@ def run(cfg: Config, smoke: bool = False, progress: bool = True, shard: tuple[in
         cfg = smoke_config(cfg)
     run_dir = cfg.run_dir
     csv_path = run_dir / ("results.csv" if shard is None else shard_file_name(*shard))
-    rows, done = on_main(_start, cfg, run_dir, csv_path)
-    grid = [(s, m, float(r)) for s in cfg.seeds for m in cfg.methods for r in cfg.ratios]
-    todo = [k for k in (grid if shard is None else shard_rows(grid, *shard)) if (k[1], k[2], k[0]) not in done]
+    rows, todo = on_main(pending, cfg, shard)
     device = local_device() or pick_device(cfg.device)
     splits = random_splits(cfg.dataset) if smoke else load_dataset(
         cfg.dataset, cfg.data_root or DATA_DIR, cfg.val_fraction, split_seed=0, train_subset=cfg.train_subset,

@@ -40,6 +40,9 @@ def seed_everything(seed: int) -> None:
 
 
 OPTIMIZERS = ("sgd", "adamw")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# options whose default leaves a recipe's key (and so its cached checkpoints) as it was before they existed
+_KEY_NEUTRAL = {"optimizer": "sgd", "precision": "auto", "channels_last": False, "data_on_device": False}
 
 
 @dataclass
@@ -58,14 +61,18 @@ class TrainRecipe:
     distill_weight: float = 0.0  # > 0: fine-tune with knowledge distillation from the unpruned model
     distill_temperature: float = 4.0
     optimizer: str = "sgd"  # "sgd" | "adamw" (momentum is SGD's only)
+    precision: str = "auto"  # autocast: "auto" (bf16 on CUDA, fp32 elsewhere) | "fp32" | "bf16" | "fp16" (+ GradScaler)
+    channels_last: bool = False  # train in the NHWC memory format (faster convs on recent GPUs)
+    data_on_device: bool = False  # stack the training set on the device once (small datasets without augmentation)
 
     def key(self) -> str:
         """Short hash of the recipe, used to name cached checkpoints (the distillation fields count only when
-        distillation is on, the optimizer when it is not SGD, so the keys of recipes written before they existed are
-        unchanged)."""
+        distillation is on, the options of _KEY_NEUTRAL when they are not their default, so the keys of recipes
+        written before they existed are unchanged)."""
         fields_ = asdict(self)
-        if self.optimizer == "sgd":
-            fields_.pop("optimizer")
+        for name, default in _KEY_NEUTRAL.items():
+            if fields_[name] == default:
+                fields_.pop(name)
         if not self.distill_weight:
             fields_.pop("distill_weight")
             fields_.pop("distill_temperature")
@@ -110,7 +117,7 @@ def evaluate(model: nn.Module, loader: DataLoader) -> dict[str, float]:
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # correct, total, summed loss
     for x, y in first_batches(loader, device=device, non_blocking=True):
-        with _autocast(device):
+        with autocast(device):
             logits = model(x)
         sums += torch.stack([(logits.argmax(1) == y).sum().double(), torch.tensor(y.numel(), device=device).double(),
                              F.cross_entropy(logits.float(), y, reduction="sum").double()])
@@ -119,8 +126,49 @@ def evaluate(model: nn.Module, loader: DataLoader) -> dict[str, float]:
     return {"acc": 100.0 * correct / total, "loss": loss / total}
 
 
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+def autocast(device: torch.device, precision: str = "auto"):
+    """The autocast context of `precision` on `device`: "auto" is bf16 on CUDA and fp32 elsewhere, "bf16" bf16 on
+    any device (CPU too), "fp16" fp16 on CUDA only, "fp32" none."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: unknown {precision!r}, allowed: {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision: 'fp16' needs a CUDA device (this one is {device.type}); use bf16 or fp32")
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    enabled = precision in ("bf16", "fp16") or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=dtype, enabled=enabled)
+
+
+class DeviceBatches:
+    """The batches of `loader`, in exactly its order (its sampler and generator drive a twin loader over the
+    indices), indexed out of a copy of its dataset stacked once on `device`: no host-to-device copy per step.
+    For datasets that give the same tensors every epoch (no random augmentation)."""
+
+    def __init__(self, loader: DataLoader, device: torch.device):
+        dataset = loader.dataset
+        if _augments(dataset):
+            raise ValueError("data_on_device: this training set draws a random augmentation per epoch, which a "
+                             "stacked copy would freeze; use false")
+        xs, ys = zip(*(dataset[i] for i in range(len(dataset))))
+        self.x, self.y = torch.stack(xs).to(device), torch.as_tensor(ys).to(device)
+        self.indices = DataLoader(range(len(dataset)), batch_sampler=loader.batch_sampler, generator=loader.generator)
+        self.sampler = loader.sampler
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self):
+        for idx in self.indices:
+            idx = idx.to(self.x.device)
+            yield self.x[idx], self.y[idx]
+
+
+def _augments(dataset) -> bool:
+    """Whether `dataset` (through Subsets) applies a torchvision Random* transform."""
+    while isinstance(dataset, torch.utils.data.Subset):
+        dataset = dataset.dataset
+    transform = getattr(dataset, "transform", None)
+    parts = getattr(transform, "transforms", [transform])
+    return any(type(t).__name__.startswith("Random") for t in parts if t is not None)
 
 
 def train(model: nn.Module, train_loader: DataLoader, recipe: TrainRecipe, val_loader: DataLoader | None = None,
@@ -131,6 +179,9 @@ def train(model: nn.Module, train_loader: DataLoader, recipe: TrainRecipe, val_l
     With `select_on_val` and a validation loader the weights of the best validation epoch are kept.
     `loss_fn(model, x, y) -> loss` replaces cross-entropy (e.g. knowledge distillation).
     Pruning masks (torch.nn.utils.prune) stay applied: the forward pass multiplies by them.
+    `precision` picks the autocast dtype (fp16 with a GradScaler), `channels_last` the memory format while training
+    (the model is returned in the default one), `data_on_device` batches indexed from a stacked copy of the training
+    set on the device (DeviceBatches: the same batches, in the same order).
     Under torch.distributed the model trains as DistributedDataParallel (gradients averaged over ranks, each
     reading its shard="train" share, reshuffled per epoch with set_epoch); `sync_batchnorm` then normalises
     over the ranks' whole batch (nn.SyncBatchNorm, CUDA only) and converts back afterwards.
@@ -158,6 +209,10 @@ def train(model: nn.Module, train_loader: DataLoader, recipe: TrainRecipe, val_l
     else:
         raise ValueError(f"schedule: unknown '{recipe.schedule}', allowed: cosine, step")
     loss_fn = loss_fn or (lambda m, x, y: F.cross_entropy(m(x), y))
+    scaler = torch.amp.GradScaler(device.type, enabled=recipe.precision == "fp16")  # fp16 gradients underflow
+    layout = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    model.to(memory_format=layout)
+    batches = DeviceBatches(train_loader, device) if recipe.data_on_device else train_loader
     history, best = [], (-1.0, None)
     bar = tqdm(total=total, desc=desc, leave=False, disable=not progress)
     sampler = train_loader.sampler if isinstance(train_loader.sampler, DistributedSampler) else None
@@ -166,12 +221,15 @@ def train(model: nn.Module, train_loader: DataLoader, recipe: TrainRecipe, val_l
         if sampler is not None:
             sampler.set_epoch(epoch)
         running, seen = 0.0, 0
-        for x, y in first_batches(train_loader, per_epoch, device=device, non_blocking=True):
-            with _autocast(device):
+        for x, y in first_batches(batches, per_epoch, device=device, non_blocking=True):
+            if x.dim() == 4:
+                x = x.contiguous(memory_format=layout)
+            with autocast(device, recipe.precision):
                 loss = loss_fn(net, x, y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             running += loss.item() * y.numel()
             seen += y.numel()
@@ -186,6 +244,7 @@ def train(model: nn.Module, train_loader: DataLoader, recipe: TrainRecipe, val_l
     bar.close()
     if best[1] is not None:
         model.load_state_dict(best[1])
+    model.to(memory_format=torch.contiguous_format)  # pruning surgery and export expect the default layout
     if is_distributed() and sync_batchnorm:
         revert_sync_batchnorm(model)
     return history
@@ -252,13 +311,15 @@ def train_baseline(splits: Splits, model_name: str, width: int, recipe: TrainRec
                    progress: bool = True, sync_batchnorm: bool = False) -> Baseline:
     """Train (or load the cached) baseline, keyed by dataset + split (val_fraction, split seed, train subset,
     data folder: `splits.key`) + model + width + seed + recipe hash (+ the number of ranks and SyncBatchNorm
-    under torch.distributed, which change the training batches). Says which file it loaded or wrote. Under
+    under torch.distributed, which change the training batches, + on CPU the number of torch threads, which changes
+    the rounding of the reductions). Says which file it loaded or wrote. Under
     torch.distributed all ranks train together; rank 0 alone reads and writes the file and hands its weights
     to the others."""
     path = None
     if cache_dir is not None:
         ranks = f"_ws{world_size()}{'_syncbn' if sync_batchnorm else ''}" if is_distributed() else ""
-        path = Path(cache_dir) / f"{splits.name}-{splits.key}_{model_name}_w{width}_s{seed}_{recipe.key()}{ranks}.pt"
+        threads = f"_t{torch.get_num_threads()}" if device.type == "cpu" else ""  # CPU rounding depends on it
+        path = Path(cache_dir) / f"{splits.name}-{splits.key}_{model_name}_w{width}_s{seed}_{recipe.key()}{ranks}{threads}.pt"
     seed_everything(seed)
     model = build_model(model_name, width, splits.in_channels, splits.num_classes, splits.image_size).to(device)
     val_loader = make_loader(splits.val, 256, shard="eval")

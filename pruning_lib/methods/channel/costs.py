@@ -48,3 +48,14 @@ def total_cost(costs: list[LayerCost], masks: list[torch.Tensor]) -> tuple[int, 
         params += weights + (w_out if c.bias else 0)
         macs += weights * c.pixels
     return params, macs
+
+
+def layer_widths(costs: list[LayerCost], masks: list[torch.Tensor]) -> dict[str, tuple[int, int]]:
+    """(input channels, output channels) of every conv / Linear layer under the kept-channel masks (a depthwise
+    conv: its channels twice), what a latency table is read at."""
+    out = {}
+    for c in costs:
+        if c.kind != "vector":
+            w_out = c.out.width(masks)
+            out[c.name] = (w_out if c.kind == "depthwise" else c.inp.width(masks), w_out)
+    return out

@@ -25,7 +25,7 @@ from ...distributed import all_reduce_sum
 from ...modes import eval_mode
 from ...pruner import PruneContext, PruneResult
 from .groups import GROUP_REDUCTIONS, NORMALIZATIONS, ChannelPruner
-from .schedule import run_channel_method
+from .schedule import TARGET_KINDS, run_channel_method
 
 
 def l1_scores(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
@@ -63,32 +63,38 @@ def random_group_scores(pruner: ChannelPruner, seed: int = 0) -> dict[str, torch
     return {gr.root: torch.rand(gr.size, generator=g, dtype=torch.float64) for gr in pruner.groups}
 
 
-@checked(group_reduce=GROUP_REDUCTIONS, normalize=NORMALIZATIONS)
+@checked(group_reduce=GROUP_REDUCTIONS, normalize=NORMALIZATIONS, target_kind=TARGET_KINDS)
 def prune_l1(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9,
              normalize: str = "mean", group_reduce: str = "sum", steps: int = 1,
-             round_to: int = 1) -> PruneResult:
+             round_to: int = 1, target_kind: str = "params",
+             latency_batch: int = 128) -> PruneResult:
     """Registry entry: remove the channels with the smallest summed L1 norm (global threshold)."""
     return run_channel_method(model, ctx, target, layer_cap,
                               lambda p: p.group_scores(l1_scores(model, p.producers), normalize, group_reduce),
                               info={"criterion": "l1", "normalize": normalize, "group_reduce": group_reduce},
-                              steps=steps, round_to=round_to)
+                              steps=steps, round_to=round_to,
+                              target_kind=target_kind, latency_batch=latency_batch)
 
 
-@checked(group_reduce=GROUP_REDUCTIONS, normalize=NORMALIZATIONS)
+@checked(group_reduce=GROUP_REDUCTIONS, normalize=NORMALIZATIONS, target_kind=TARGET_KINDS)
 def prune_taylor(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9,
                  num_batches: int = 4, normalize: str = "sum", group_reduce: str = "sum",
-                 steps: int = 3, round_to: int = 1) -> PruneResult:
+                 steps: int = 3, round_to: int = 1, target_kind: str = "params",
+                 latency_batch: int = 128) -> PruneResult:
     """Registry entry: remove the channels with the smallest first-order Taylor saliency."""
     return run_channel_method(model, ctx, target, layer_cap,
                               lambda p: p.group_scores(taylor_scores(model, p.producers, ctx.loader, num_batches),
                                                        normalize, group_reduce),
                               info={"criterion": "taylor", "normalize": normalize, "group_reduce": group_reduce},
-                              steps=steps, round_to=round_to)
+                              steps=steps, round_to=round_to,
+                              target_kind=target_kind, latency_batch=latency_batch)
 
 
-@checked()
+@checked(target_kind=TARGET_KINDS)
 def prune_random(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9,
-                 steps: int = 1, round_to: int = 1) -> PruneResult:
+                 steps: int = 1, round_to: int = 1, target_kind: str = "params",
+                 latency_batch: int = 128) -> PruneResult:
     """Registry entry: remove uniformly random channels (seeded by ctx.seed), same threshold machinery."""
     return run_channel_method(model, ctx, target, layer_cap, lambda p: random_group_scores(p, ctx.seed),
-                              info={"criterion": "random"}, steps=steps, round_to=round_to)
+                              info={"criterion": "random"}, steps=steps, round_to=round_to,
+                              target_kind=target_kind, latency_batch=latency_batch)

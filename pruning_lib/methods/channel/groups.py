@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch_pruning as tp
@@ -48,7 +48,7 @@ from ...models import classifier_of
 from ...modes import eval_mode
 from ...pruner import TargetUnreachable, closest_threshold, rounded_width
 from . import heads
-from .costs import LayerCost, Side, total_cost
+from .costs import LayerCost, Side, layer_widths, total_cost
 from .layers import (CONVS, NORMS, SUPPORTED, check_indices, check_supported, combined_ties, is_channel_shuffle,
                      is_depthwise, ties, width_of)
 
@@ -260,16 +260,23 @@ class ChannelPruner:
         """Names of every Conv2d / Linear whose output channels can be removed."""
         return [n for g in self.groups for n, _, _ in g.producers]
 
-    def cost(self, kept: dict[str, Any]) -> tuple[int, int]:
-        """(parameters, MACs per example) of the model keeping kept[root] of each group's channels (an index
-        tensor or list, or a count k: channels 0..k-1); groups not in `kept` stay whole."""
+    def _masks(self, kept: dict[str, Any]) -> list[torch.Tensor]:
         masks = []
         for g in self.groups:
             mask = torch.zeros(g.size, dtype=torch.bool)
             keep = kept.get(g.root, g.size)
             mask[torch.arange(keep) if isinstance(keep, int) else torch.as_tensor(keep, dtype=torch.long)] = True
             masks.append(mask)
-        return total_cost(self._costs, masks)
+        return masks
+
+    def cost(self, kept: dict[str, Any]) -> tuple[int, int]:
+        """(parameters, MACs per example) of the model keeping kept[root] of each group's channels (an index
+        tensor or list, or a count k: channels 0..k-1); groups not in `kept` stay whole."""
+        return total_cost(self._costs, self._masks(kept))
+
+    def widths(self, kept: dict[str, Any]) -> dict[str, tuple[int, int]]:
+        """(input, output) channels of every conv / Linear layer under `kept` (as `cost` reads it)."""
+        return layer_widths(self._costs, self._masks(kept))
 
     def group_scores(self, layer_scores: dict[str, torch.Tensor], normalize: str = "none",
                      reduce: str = "sum", keep_unscored: bool = False) -> dict[str, torch.Tensor]:
@@ -321,20 +328,23 @@ class ChannelPruner:
         counts = self.kept_counts(scores, threshold)
         return {g.root: torch.sort(g.order(scores[g.root])[:counts[g.root]]).values for g in self.groups}
 
-    def search(self, scores: dict[str, torch.Tensor], target: float, base_params: int,
-               strict: bool = True) -> tuple[float, float]:
-        """(threshold, achieved fraction 1 - params / base_params) closest to `target` over all score values,
-        by bisection (the fraction removed never decreases as the threshold rises). With `strict`, raise
-        TargetUnreachable when the best misses `target` by more than one percentage point (e.g. the per-layer
-        cap forbids it); an intermediate step of an iterative schedule takes the closest instead."""
+    def search(self, scores: dict[str, torch.Tensor], target: float, base_params: float,
+               strict: bool = True, measure: Callable[[dict], float] | None = None) -> tuple[float, float]:
+        """(threshold, achieved fraction 1 - measure(kept) / base_params) closest to `target` over all score
+        values, by bisection (the fraction removed never decreases as the threshold rises); `measure` is the
+        parameter count by default (a latency target passes the predicted milliseconds and their unpruned
+        value). With `strict`, raise TargetUnreachable when the best misses `target` by more than one percentage
+        point (e.g. the per-layer cap forbids it); an intermediate step of an iterative schedule takes the closest
+        instead."""
+        measure = measure or (lambda kept: self.cost(kept)[0])
         check_target(target)
         scores = self.tied(scores)
         values = torch.cat([s for s in scores.values()]).unique()
         values = values[values != math.inf]  # +inf: a group kept whole (group_scores' keep_unscored)
         candidates = [-math.inf] + values.tolist()
         order = {g.root: g.order(scores[g.root]) for g in self.groups}
-        removed = lambda t: 1.0 - self.cost({r: order[r][:k] for r, k in  # noqa: E731
-                                            self.kept_counts(scores, t).items()})[0] / base_params
+        removed = lambda t: 1.0 - measure({r: order[r][:k] for r, k in  # noqa: E731
+                                          self.kept_counts(scores, t).items()}) / base_params
         threshold, got = closest_threshold(candidates, removed, target)
         if strict and abs(got - target) > TOLERANCE:
             whole = (f"; groups kept whole: {len(self.frozen)}, e.g. '{next(iter(self.frozen))}': "

@@ -42,7 +42,7 @@ from ...curvature.kfac import MAX_FACTOR
 from ...curvature.quadratic import kfac_quadratic_form
 from ...pruner import PruneContext, PruneResult
 from .groups import GROUP_REDUCTIONS, NORMALIZATIONS, ChannelPruner
-from .schedule import Selection, run_channel_method
+from .schedule import TARGET_KINDS, Selection, run_channel_method
 from .layers import is_depthwise
 
 SALIENCIES = ("diag", "kron")
@@ -148,24 +148,28 @@ def apply_obs_correction(pruner: ChannelPruner, factors: dict[str, dict[str, tor
     return change
 
 
-@checked(fisher=FISHERS, group_reduce=GROUP_REDUCTIONS, normalize=NORMALIZATIONS)
+@checked(fisher=FISHERS, group_reduce=GROUP_REDUCTIONS, normalize=NORMALIZATIONS, target_kind=TARGET_KINDS)
 def prune_obd(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9, num_examples: int = 256,
               fisher: str = "true", normalize: str = "sum", group_reduce: str = "sum", steps: int = 3,
-              round_to: int = 1) -> PruneResult:
+              round_to: int = 1, target_kind: str = "params",
+              latency_batch: int = 128) -> PruneResult:
     """Registry entry: C-OBD, remove the channels with the smallest Σ W² F (diagonal Fisher); `normalize`
     rescales each layer's saliencies first (ChannelPruner.group_scores)."""
     return run_channel_method(model, ctx, target, layer_cap,
                               lambda p: p.group_scores(obd_scores(model, p.producers, ctx.loader, num_examples,
                                                                   fisher), normalize, group_reduce),
                               info={"criterion": "obd", "normalize": normalize, "group_reduce": group_reduce},
-                              steps=steps, round_to=round_to)
+                              steps=steps, round_to=round_to,
+                              target_kind=target_kind, latency_batch=latency_batch)
 
 
-@checked(fisher=FISHERS, saliency=SALIENCIES, group_reduce=GROUP_REDUCTIONS, normalize=NORMALIZATIONS)
+@checked(fisher=FISHERS, saliency=SALIENCIES, group_reduce=GROUP_REDUCTIONS, normalize=NORMALIZATIONS,
+         target_kind=TARGET_KINDS)
 def prune_obs(model: nn.Module, ctx: PruneContext, target: float, layer_cap: float = 0.9, num_batches: int = 4,
               fisher: str = "true", damping: float = 1e-2, saliency: str = "diag",
               correction: bool = True, normalize: str = "sum", group_reduce: str = "sum",
-              steps: int = 3, round_to: int = 1, max_factor: int = MAX_FACTOR) -> PruneResult:
+              steps: int = 3, round_to: int = 1, target_kind: str = "params",
+              latency_batch: int = 128, max_factor: int = MAX_FACTOR) -> PruneResult:
     """Registry entry: C-OBS with im2col K-FAC; with `correction` the kept weights of each producer get the
     OBS update ΔW = -G⁻¹[:, R] ([G⁻¹]_RR)⁻¹ W_R before the channels R are removed. A producer whose factor
     side exceeds `max_factor` (VGG's Linear(25088, 4096)) is not scored nor corrected; a group with no scored
@@ -191,7 +195,8 @@ def prune_obs(model: nn.Module, ctx: PruneContext, target: float, layer_cap: flo
     result = run_channel_method(model, ctx, target, layer_cap, score, correct,
                                 info={"criterion": "obs", "saliency": saliency, "correction": correction,
                                       "normalize": normalize, "group_reduce": group_reduce},
-                                steps=steps, round_to=round_to)
+                                steps=steps, round_to=round_to,
+                                target_kind=target_kind, latency_batch=latency_batch)
     result.info["relative_correction"] = state["change"]
     result.info["skipped"] = state["skipped"]  # depthwise / grouped producers: not scored, not corrected, still sliced
     result.info["skip_reasons"] = state["reasons"]
