@@ -28,7 +28,7 @@ from torch import nn
 
 from .data import DATA_DIR
 from .files import write_text_atomic
-from .metrics import layer_pixels
+from .metrics import on_one_example, positions as tensor_positions
 from .modes import eval_mode
 
 FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0)  # of the unpruned widths, per dimension
@@ -71,18 +71,10 @@ class LayerSpec:
 def layer_specs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, LayerSpec]:
     """LayerSpec of every conv / Linear layer of `model` that runs on an input of one example of `input_shape`."""
     names = [n for n, m in model.named_modules() if isinstance(m, (*CONVS, nn.Linear))]
-    modules, shapes, hooks = dict(model.named_modules()), {}, []
-    for name in names:
-        hooks.append(modules[name].register_forward_hook(
-            lambda m, inputs, output, name=name: shapes.__setitem__(name, list(inputs[0].shape[1:]))))
-    device = next(model.parameters()).device
-    try:
-        with eval_mode(model), torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=device))
-    finally:
-        for h in hooks:
-            h.remove()
-    positions = layer_pixels(model, [n for n in names if n in shapes], input_shape)
+    modules = dict(model.named_modules())
+    seen = on_one_example(model, names, input_shape, lambda m, x, y: (list(x.shape[1:]), tensor_positions(m, y)))
+    shapes = {n: shape for n, (shape, _) in seen.items()}
+    positions = {n: (None, out) for n, (_, out) in seen.items()}
     specs = {}
     for name in names:
         if name not in shapes:

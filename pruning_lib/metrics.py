@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import Any
 
 import torch
 from torch import nn
@@ -102,7 +103,7 @@ def compression_summary(model: nn.Module, input_shape: tuple[int, ...], base_par
     }
 
 
-def _positions(module: nn.Module, t: torch.Tensor) -> int:
+def positions(module: nn.Module, t: torch.Tensor) -> int:
     """Positions a layer's weight is applied at, per example: the spatial size of a conv's input / output
     (Conv1d: L, Conv2d: H·W, Conv3d: D·H·W), the leading dimensions of a Linear's (N, *, features) tensor
     other than the batch (1 for (N, features), T for a sequence (N, T, features)), 1 otherwise."""
@@ -118,14 +119,13 @@ def _positions(module: nn.Module, t: torch.Tensor) -> int:
     return n
 
 
-def layer_pixels(model: nn.Module, names: list[str], input_shape: tuple[int, ...]) -> dict[str, tuple[int, int]]:
-    """{name: (input positions, output positions)} of the named modules on one example of `input_shape` (any
-    rank): a Conv2d's pixels H·W, a Conv1d's length L, a Linear's leading positions (1, or T on (N, T, D))."""
+def on_one_example(model: nn.Module, names: list[str], input_shape: tuple[int, ...], read) -> dict[str, Any]:
+    """{name: read(module, its input, its output)} for the named modules that run in one forward pass (eval mode,
+    no autograd) on a zero example of `input_shape`."""
     modules, out, hooks = dict(model.named_modules()), {}, []
     for name in names:
         def hook(m, inputs, output, name=name):
-            x = inputs[0]
-            out[name] = (_positions(m, x), _positions(m, output))
+            out[name] = read(m, inputs[0], output)
         hooks.append(modules[name].register_forward_hook(hook))
     device = next(model.parameters()).device
     try:
@@ -135,3 +135,9 @@ def layer_pixels(model: nn.Module, names: list[str], input_shape: tuple[int, ...
         for h in hooks:
             h.remove()
     return out
+
+
+def layer_pixels(model: nn.Module, names: list[str], input_shape: tuple[int, ...]) -> dict[str, tuple[int, int]]:
+    """{name: (input positions, output positions)} of the named modules on one example of `input_shape` (any
+    rank): a Conv2d's pixels H·W, a Conv1d's length L, a Linear's leading positions (1, or T on (N, T, D))."""
+    return on_one_example(model, names, input_shape, lambda m, x, y: (positions(m, x), positions(m, y)))
