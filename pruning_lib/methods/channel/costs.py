@@ -3,8 +3,13 @@ the groups mapped onto it, so parameters and MACs follow from the kept-channel m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
+from torch import nn
+
+from ...metrics import layer_pixels
+from .layers import CONVS, NORMS, is_depthwise, ties, width_of
 
 
 @dataclass
@@ -59,3 +64,52 @@ def layer_widths(costs: list[LayerCost], masks: list[torch.Tensor]) -> dict[str,
             w_out = c.out.width(masks)
             out[c.name] = (w_out if c.kind == "depthwise" else c.inp.width(masks), w_out)
     return out
+
+
+def cost_table(model: nn.Module, groups: list, input_shape: tuple[int, ...],
+               param_dim: Callable[[nn.Parameter], int]) -> list[LayerCost]:
+    """One LayerCost per parametrised layer of `model` and per parameter outside the known layers, each dimension
+    linked to the slots of the ChannelGroups that set its width; `param_dim(p)` is the dimension a free-standing
+    parameter is sliced along."""
+    slots: dict[tuple[str, str], list[tuple[int, torch.Tensor]]] = {}
+    for k, g in enumerate(groups):
+        for n, which, _, root_idxs in g.slots:
+            slots.setdefault((n, which), []).append((k, torch.tensor(root_idxs, dtype=torch.long)))
+
+    def side(name: str, which: str, width: int) -> Side:
+        found = slots.get((name, which), [])
+        return Side(width - sum(len(idx) for _, idx in found), found)
+
+    weights = [n for n, m in model.named_modules() if isinstance(m, (*CONVS, nn.Linear))]
+    pixels = {n: out for n, (_, out) in layer_pixels(model, weights, input_shape).items()}
+    costs = []
+    for name, m in model.named_modules():
+        own = dict(m.named_parameters(recurse=False))
+        if isinstance(m, (*CONVS, nn.Linear)):
+            c_in, c_out = m.weight.shape[1] * ties(m), m.weight.shape[0]  # a depthwise conv: c_in = 1 per group
+            kind = "depthwise" if is_depthwise(m) else "weight"
+            costs.append(LayerCost(name, kind, side(name, "out", c_out), side(name, "in", c_in),
+                                   m.weight[0, 0].numel(), m.bias is not None, pixels.get(name, 0), ties(m)))
+            own = {k: v for k, v in own.items() if k not in ("weight", "bias")}
+        elif isinstance(m, NORMS) and own:
+            width = width_of(m, True)
+            costs.append(LayerCost(name, "vector", side(name, "out", width), None,
+                                   sum(p.numel() for p in own.values()) // width, False))
+            own = {}
+        for pname, p in own.items():  # parameters outside the known layers: sliced along one dimension
+            full = f"{name}.{pname}" if name else pname
+            width = p.shape[param_dim(p)] if slots.get((full, "out")) else 1
+            costs.append(LayerCost(full, "vector", side(full, "out", width), None, p.numel() // width, False))
+    return costs
+
+
+def kept_masks(groups: list, kept: dict[str, Any]) -> list[torch.Tensor]:
+    """One boolean mask per group (group order) of the channels kept[root] keeps: an index tensor or list, or a
+    count k (channels 0..k-1); a group not in `kept` stays whole."""
+    masks = []
+    for g in groups:
+        mask = torch.zeros(g.size, dtype=torch.bool)
+        keep = kept.get(g.root, g.size)
+        mask[torch.arange(keep) if isinstance(keep, int) else torch.as_tensor(keep, dtype=torch.long)] = True
+        masks.append(mask)
+    return masks

@@ -43,12 +43,11 @@ import torch_pruning as tp
 from torch import nn
 
 from ...checks import TOLERANCE, check_choice, check_fraction, check_positive_int, check_target
-from ...metrics import layer_pixels
 from ...models import classifier_of
 from ...modes import eval_mode
 from ...pruner import TargetUnreachable, closest_threshold, rounded_width
 from . import heads
-from .costs import LayerCost, Side, layer_widths, total_cost
+from .costs import cost_table, kept_masks, layer_widths, total_cost
 from .layers import (CONVS, NORMS, SUPPORTED, check_indices, check_supported, combined_ties, is_channel_shuffle,
                      is_depthwise, ties, width_of)
 
@@ -144,7 +143,7 @@ class ChannelPruner:
             why = "; ".join(f"'{r}': {w}" for r, w in list(self.frozen.items())[:3])
             raise ValueError(f"model: no channel group the channel pruner can remove (the classifier's inputs and "
                              f"outputs stay){'; kept whole: ' + why if why else ''}")
-        self._costs = self._cost_table(names, input_shape)
+        self._costs = cost_table(model, self.groups, input_shape, self.param_dim)
         full = self.cost({gr.root: gr.size for gr in self.groups})
         dense = sum(p.numel() for p in model.parameters())
         if full[0] != dense:  # every parameter must be accounted for, or the target search would be wrong
@@ -206,42 +205,6 @@ class ChannelPruner:
                             [(f"{name}.qkv", "out", rows, of_rows), (f"{name}.proj", "in", cols, of_cols)],
                             attention=name)
 
-    def _cost_table(self, names: dict, input_shape: tuple[int, ...]) -> list[LayerCost]:
-        """One LayerCost per parametrised layer and per parameter outside the known layers, each dimension linked
-        to the group slots that set its width."""
-        slots: dict[tuple[str, str], list[tuple[int, torch.Tensor]]] = {}
-        for k, g in enumerate(self.groups):
-            for n, side, _, root_idxs in g.slots:
-                slots.setdefault((n, side), []).append((k, torch.tensor(root_idxs, dtype=torch.long)))
-
-        def side(name: str, which: str, width: int) -> Side:
-            found = slots.get((name, which), [])
-            return Side(width - sum(len(idx) for _, idx in found), found)
-
-        weights = [n for n, m in self.model.named_modules() if isinstance(m, (*CONVS, nn.Linear))]
-        pixels = {n: out for n, (_, out) in layer_pixels(self.model, weights, input_shape).items()}
-        costs = []
-        for name, m in self.model.named_modules():
-            own = dict(m.named_parameters(recurse=False))
-            if isinstance(m, (*CONVS, nn.Linear)):
-                c_in, c_out = m.weight.shape[1] * ties(m), m.weight.shape[0]  # a depthwise conv: c_in = 1 per group
-                unit = m.weight[0, 0].numel()
-                kind = "depthwise" if is_depthwise(m) else "weight"
-                costs.append(LayerCost(name, kind, side(name, "out", c_out), side(name, "in", c_in), unit,
-                                       m.bias is not None, pixels.get(name, 0), ties(m)))
-                own = {k: v for k, v in own.items() if k not in ("weight", "bias")}
-            elif isinstance(m, NORMS) and own:
-                width = width_of(m, True)
-                costs.append(LayerCost(name, "vector", side(name, "out", width), None,
-                                       sum(p.numel() for p in own.values()) // width, False))
-                own = {}
-            for pname, p in own.items():  # parameters outside the known layers: sliced along one dimension
-                full = f"{name}.{pname}" if name else pname
-                found = slots.get((full, "out"), [])
-                width = p.shape[self.param_dim(p)] if found else 1
-                costs.append(LayerCost(full, "vector", side(full, "out", width), None, p.numel() // width, False))
-        return costs
-
     def param_dim(self, p: nn.Parameter) -> int:
         """The dimension torch-pruning slices a parameter along (its graph node's pruning_dim)."""
         return self.graph.module2node[p].pruning_dim % p.dim()
@@ -260,23 +223,14 @@ class ChannelPruner:
         """Names of every Conv2d / Linear whose output channels can be removed."""
         return [n for g in self.groups for n, _, _ in g.producers]
 
-    def _masks(self, kept: dict[str, Any]) -> list[torch.Tensor]:
-        masks = []
-        for g in self.groups:
-            mask = torch.zeros(g.size, dtype=torch.bool)
-            keep = kept.get(g.root, g.size)
-            mask[torch.arange(keep) if isinstance(keep, int) else torch.as_tensor(keep, dtype=torch.long)] = True
-            masks.append(mask)
-        return masks
-
     def cost(self, kept: dict[str, Any]) -> tuple[int, int]:
         """(parameters, MACs per example) of the model keeping kept[root] of each group's channels (an index
         tensor or list, or a count k: channels 0..k-1); groups not in `kept` stay whole."""
-        return total_cost(self._costs, self._masks(kept))
+        return total_cost(self._costs, kept_masks(self.groups, kept))
 
     def widths(self, kept: dict[str, Any]) -> dict[str, tuple[int, int]]:
         """(input, output) channels of every conv / Linear layer under `kept` (as `cost` reads it)."""
-        return layer_widths(self._costs, self._masks(kept))
+        return layer_widths(self._costs, kept_masks(self.groups, kept))
 
     def group_scores(self, layer_scores: dict[str, torch.Tensor], normalize: str = "none",
                      reduce: str = "sum", keep_unscored: bool = False) -> dict[str, torch.Tensor]:
