@@ -54,15 +54,15 @@ def main() -> None:
         loader = DataLoader(TensorDataset(x, torch.randint(0, 10, (64,))), batch_size=32)
         for kind in ("params", "latency"):
             for target in args.targets:
-                model = copy.deepcopy(dense)
                 try:
-                    r = pruning_lib.prune(model, "l1", target, loader=loader, target_kind=kind, latency_batch=batch)
+                    r = pruning_lib.prune(copy.deepcopy(dense), "l1", target, loader=loader, target_kind=kind,
+                                          latency_batch=batch)
                 except TargetUnreachable as e:
                     print(f"| {name} | {kind} | {target:.0%} | unreachable ({str(e)[:60]}) | | | | | |")
                     continue
-                ms = measure_model_ms(model.eval(), shape, batch, args.threads)
-                pred = table.predict(table.widths_of(model))
-                removed = 1 - count_params(model) / count_params(dense)
+                ms = measure_model_ms(r.model.eval(), shape, batch, args.threads)
+                pred = table.predict_model(r.model)
+                removed = 1 - count_params(r.model) / count_params(dense)
                 print(f"| {name} | {kind} | {target:.0%} | {removed:.3f} | {ms:.2f} | {pred:.2f} | {pred / ms:.3f} | "
                       f"{dense_ms / ms:.2f} | {dense_pred / pred:.2f} |", flush=True)
 

@@ -54,6 +54,7 @@ class Config:
     output_dir: str = "runs"
     device: str = "auto"
     measure_latency: bool = True  # median forward time at batch 1 and 128 per row (eval mode, this device)
+    predict_latency: bool = False  # also the batch-128 time the unpruned model's per-layer latency table predicts
     sync_batchnorm: bool = False  # under torchrun: BatchNorm over all ranks' batches (nn.SyncBatchNorm, CUDA only)
 
     def baseline_recipe(self) -> TrainRecipe:
@@ -94,6 +95,8 @@ FIELD_HELP: dict[str, tuple[str, str]] = {
     "output_dir": ("a path", "where run folders go"),
     "device": ("auto | cpu | cuda | cuda:N | mps", "where everything runs (auto: CUDA if present)"),
     "measure_latency": ("true | false", "median forward time at batch 1 and 128 per row"),
+    "predict_latency": ("true | false (needs measure_latency)",
+                        "also the batch-128 time predicted by a per-layer latency table (pruning_lib.latency)"),
     "sync_batchnorm": ("true | false", "under torchrun: BatchNorm over all ranks' batches (CUDA only)"),
 }
 RECIPE_HELP: dict[str, tuple[str, str]] = {
@@ -272,6 +275,10 @@ def validate(raw: dict[str, Any]) -> Config:
         _fail("download", f"{cfg.download!r} must be true or false")
     if not isinstance(cfg.measure_latency, bool):
         _fail("measure_latency", f"{cfg.measure_latency!r} must be true or false")
+    if not isinstance(cfg.predict_latency, bool):
+        _fail("predict_latency", f"{cfg.predict_latency!r} must be true or false")
+    if cfg.predict_latency and not cfg.measure_latency:
+        _fail("predict_latency", "true needs measure_latency true (a prediction is reported next to the measurement)")
     if not isinstance(cfg.sync_batchnorm, bool):
         _fail("sync_batchnorm", f"{cfg.sync_batchnorm!r} must be true or false")
     if cfg.sync_batchnorm and not torch.cuda.is_available():

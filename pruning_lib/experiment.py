@@ -26,6 +26,7 @@ from .config import Config, ConfigError, smoke_config
 from .data import DATA_DIR, load_dataset, make_loader, random_splits
 from .distributed import broadcast_state, is_main, local_device, on_main, world_size
 from .files import write_text_atomic
+from .latency import LatencyTable, measure_table
 from .metrics import compression_summary, count_macs, count_params, measure_latency
 from .pruner import PruneContext, TargetUnreachable
 from .registry import method_of
@@ -149,6 +150,8 @@ def run(cfg: Config, smoke: bool = False, progress: bool = True, shard: tuple[in
                               cfg.sync_batchnorm)
         ref = (count_params(base.model), count_macs(base.model, splits.input_shape))
         loaders = {"val": make_loader(splits.val, 256, shard="eval"), "test": make_loader(splits.test, 256, shard="eval")}
+        # the table depends on the architecture and the device only: measured once, then read from its cache
+        table = measure_table(base.model, splits.input_shape, 128) if cfg.predict_latency else None
         unpruned = next((r for r in rows if r["seed"] == seed and r["target_ratio"] == 0.0 and r["status"] == "ok"), None)
         for s, method, ratio in todo:
             if s != seed:
@@ -158,7 +161,7 @@ def run(cfg: Config, smoke: bool = False, progress: bool = True, shard: tuple[in
                 bar.update(1)
                 continue
             try:
-                row = _row(cfg, splits, base.model, method, ratio, seed, ref, loaders, progress)
+                row = _row(cfg, splits, base.model, method, ratio, seed, ref, loaders, progress, table)
             except TargetUnreachable as e:
                 row = failed_row(method, ratio, seed, e, e.closest)
             record(row)
@@ -182,9 +185,10 @@ def _finish(run_dir: Path) -> pd.DataFrame:
 
 
 def _row(cfg: Config, splits, base: nn.Module, method: str, ratio: float, seed: int, ref: tuple[int, int],
-         loaders: dict, progress: bool) -> dict:
+         loaders: dict, progress: bool, table: LatencyTable | None = None) -> dict:
     """One results row (a `Row`, as a dict): prune a copy of `base` (target 0 is the unpruned copy itself),
-    re-estimate BatchNorm, test, fine-tune, test, measure latency; the seconds of each stage are kept.
+    re-estimate BatchNorm, test, fine-tune, test, measure latency (and predict it with `table`); the seconds of
+    each stage are kept.
     TargetUnreachable passes up."""
     seconds, t0 = {}, time.perf_counter()
     seed_everything(seed)
@@ -226,15 +230,18 @@ def _row(cfg: Config, splits, base: nn.Module, method: str, ratio: float, seed: 
                compression=round(summary["compression"], 4),
                theoretical_speedup=round(summary["theoretical_speedup"], 4), status="ok", error="",
                **{k: round(v, 3) for k, v in seconds.items()},
-               **(_latency(model, splits.input_shape) if cfg.measure_latency else {}),
+               **(_latency(model, splits.input_shape, table) if cfg.measure_latency else {}),
                seconds=round(time.perf_counter() - t0, 2)).to_dict()
 
 
-def _latency(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
-    """Median forward time (ms) at batch 1 and 128 in eval mode on the model's device, and the thread count."""
+def _latency(model: nn.Module, input_shape: tuple[int, ...], table: LatencyTable | None) -> dict:
+    """Median forward time (ms) at batch 1 and 128 in eval mode on the model's device, the thread count, and the
+    batch-128 time `table` predicts (None without a table or where it does not apply)."""
+    predicted = table.predict_model(model) if table is not None else None
     return {"latency_ms_b1": round(measure_latency(model, input_shape, 1), 4),
             "latency_ms_b128": round(measure_latency(model, input_shape, 128, repeats=5), 4),
-            "latency_threads": torch.get_num_threads()}
+            "latency_threads": torch.get_num_threads(),
+            "latency_predicted_ms_b128": None if predicted is None else round(predicted, 4)}
 
 
 def merge_shards(run_dir: str | Path) -> pd.DataFrame:

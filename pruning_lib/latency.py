@@ -150,6 +150,19 @@ class LatencyTable:
             dense_activations += spec.c_out * spec.out_positions
         return layers + self.rest_ms * activations / dense_activations
 
+    def matches(self, model: nn.Module) -> bool:
+        """Whether `model` has exactly the table's conv / Linear layers, each of the same class, kernel and stride
+        (a channel-pruned or masked copy of the unpruned model; a low-rank one replaced its layers)."""
+        layers = {n: m for n, m in model.named_modules() if isinstance(m, (*CONVS, nn.Linear))}
+        return set(layers) == set(self.specs) and all(
+            type(m).__name__ == self.specs[n].kind and (isinstance(m, nn.Linear) or (
+                list(m.kernel_size), list(m.stride)) == (self.specs[n].kernel, self.specs[n].stride))
+            for n, m in layers.items())
+
+    def predict_model(self, model: nn.Module) -> float | None:
+        """Predicted milliseconds of `model` (predict at its widths), or None where the table does not apply."""
+        return self.predict(self.widths_of(model)) if self.matches(model) else None
+
     def widths_of(self, model: nn.Module) -> dict[str, tuple[int, int]]:
         """(input, output) widths of the table's layers as they are in `model` (a channel-pruned copy keeps the
         layer names)."""

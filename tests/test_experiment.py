@@ -10,7 +10,7 @@ import torch
 from pruning_lib import experiment
 from pruning_lib.config import ConfigError, load_config, validate
 from pruning_lib.experiment import run
-from pruning_lib.results import COLUMNS
+from pruning_lib.results import COLUMNS, read_rows, results_frame
 from pruning_lib.registry import METHODS
 
 from helpers import tiny_config, tiny_raw
@@ -95,11 +95,11 @@ def test_sweep_writes_rows_and_resumes_after_interruption(tmp_path, monkeypatch)
     monkeypatch.setattr(experiment, "evaluate", evaluate_then_crash)
     with pytest.raises(KeyboardInterrupt):
         run(cfg, progress=False)
-    first = pd.read_csv(cfg.run_dir / "results.csv", keep_default_na=False)
+    first = results_frame(read_rows(cfg.run_dir / "results.csv"))
     assert list(first.columns) == COLUMNS and len(first) == 1
     monkeypatch.setattr(experiment, "evaluate", real_evaluate)
     df = run(cfg, progress=False)
-    assert len(df) == 2 and df.iloc[0].to_dict() == first.iloc[0].to_dict()  # finished row not redone
+    assert len(df) == 2 and df.iloc[:1].equals(first)  # finished row not redone
     assert abs(df.set_index("target_ratio").loc[0.5, "param_reduction"] - 0.5) < 0.01
     assert (cfg.run_dir / "tables.md").read_text().count("|") > 10
     assert len(json.loads((cfg.run_dir / "results.json").read_text())) == 2

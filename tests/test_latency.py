@@ -1,29 +1,41 @@
 """pruning_lib.latency: the table interpolates exactly what it measured, predicts the unpruned network's measured
 time by construction, is cached by its key, and a latency target prunes until the predicted time is reached,
-choosing channels by saliency per millisecond (so it differs from a parameter target)."""
+choosing channels by saliency per millisecond (so it differs from a parameter target). Checks of the search time
+layers with a deterministic stand-in (FLOPs), so that no result depends on the machine's load."""
+import copy
 import math
 
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.flop_counter import FlopCounterMode
 
 import pruning_lib
 from pruning_lib import latency as lat
 from pruning_lib.models import build_model
 
 
-FAST = 0.002  # seconds per timed point: enough for these checks, which compare no timings
+FAST = 0.002  # seconds per timed point: enough for the checks of real measuring, which compare no timings
+
+
+def flops_ms(module: nn.Module, x: torch.Tensor, threads: int) -> float:
+    """A deterministic stand-in for time_ms: 1 ms per MFLOP plus 0.01 ms per call (a measured table is noisy,
+    and the checks of the search must not depend on the machine's load)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(x)
+    return counter.get_total_flops() / 1e6 + 0.01
 
 
 @pytest.fixture(autouse=True)
-def quick_timing(monkeypatch, tmp_path):
-    monkeypatch.setattr(lat, "MIN_RUN_TIME", FAST)
+def deterministic_timing(monkeypatch, tmp_path):
+    monkeypatch.setattr(lat, "time_ms", flops_ms)
     monkeypatch.setattr(lat, "DATA_DIR", tmp_path)  # the default cache of a method's table
 
 
 @pytest.fixture(scope="module")
 def net_and_table(tmp_path_factory):
+    """resnet8 on 8x8 inputs and its table, really measured (module scope: before the stand-in timer is set)."""
     torch.manual_seed(0)
     model = build_model("resnet8", 1, 1, 10, 8).eval()
     with pytest.MonkeyPatch.context() as mp:
@@ -62,7 +74,8 @@ def test_the_table_predicts_the_unpruned_network_and_is_cached(net_and_table, tm
 
 
 def test_narrower_layers_are_predicted_faster(net_and_table):
-    model, table = net_and_table
+    model = net_and_table[0]
+    table = lat.measure_table(model, (1, 8, 8), batch_size=16, threads=1, cache_dir=None)  # the stand-in timer
     widths = table.widths_of(model)
     half = {n: (max(1, i // 2), max(1, o // 2)) if n != "fc" else (i // 2, o) for n, (i, o) in widths.items()}
     assert table.predict(half) < table.predict(widths)
@@ -91,3 +104,37 @@ def test_bad_options_are_refused_naming_them():
     with pytest.raises(ValueError, match="latency_batch"):
         pruning_lib.prune(model, "l1", 0.5, example_inputs=torch.zeros(1, 1, 8, 8), target_kind="latency",
                           latency_batch=0)
+
+
+def test_a_channel_pruned_copy_is_predicted_and_a_low_rank_one_is_not(net_and_table):
+    model, table = net_and_table
+    x = torch.zeros(1, 1, 8, 8)
+    pruned = pruning_lib.prune(copy.deepcopy(model), "l1", 0.5, example_inputs=x).model
+    assert table.matches(pruned) and table.predict_model(pruned) == table.predict(table.widths_of(pruned))
+    assert table.predict_model(pruned) < table.predict_model(model)
+    loader = DataLoader(TensorDataset(torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))), batch_size=16)
+    low_rank = pruning_lib.prune(copy.deepcopy(model), "svd", 0.5, loader=loader).model
+    assert not table.matches(low_rank) and table.predict_model(low_rank) is None
+
+
+def test_speedups_per_row_come_from_the_seeds_unpruned_row():
+    import pandas as pd
+    from pruning_lib.results.tables import with_speedups
+    df = pd.DataFrame({"method": ["a", "a", "a", "b"], "target_ratio": [0.0, 0.5, 0.5, 0.5], "seed": [0, 0, 1, 0],
+                       "status": ["ok"] * 4, "latency_ms_b128": [10.0, 4.0, 5.0, 8.0],
+                       "latency_predicted_ms_b128": [12.0, 4.0, 6.0, None]})
+    out = with_speedups(df)
+    assert out["measured_speedup_b128"].tolist()[:2] == [1.0, 2.5] and math.isnan(out["measured_speedup_b128"][2])
+    assert out["speedup_vs_predicted"][1] == pytest.approx(2.5 / 3.0) and out["speedup_vs_predicted"].isna()[3]
+
+
+def test_a_sweep_with_predict_latency_reports_predicted_and_measured_speedups(tmp_path):
+    from helpers import tiny_config
+    from pruning_lib.experiment import run
+    cfg = tiny_config(tmp_path, methods=["l1", "svd"], ratios=[0.0, 0.5], predict_latency=True)
+    df = run(cfg, progress=False).set_index(["method", "target_ratio"])
+    assert df.loc[("l1", 0.5), "latency_predicted_ms_b128"] < df.loc[("l1", 0.0), "latency_predicted_ms_b128"]
+    assert math.isnan(df.loc[("svd", 0.5), "latency_predicted_ms_b128"])  # its layers were replaced
+    text = (cfg.run_dir / "tables.md").read_text()
+    assert "measured / predicted speed-up, batch 128" in text and "measured speed-up, batch 128" in text
+    assert len(list((tmp_path / "latency").glob("latency-*.json"))) == 1

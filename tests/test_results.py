@@ -57,17 +57,19 @@ from pruning_lib.results import (COLUMNS, DESCRIPTIONS, STAGE_COLUMNS, TIMING, R
                                  read_rows, results_frame, write_rows)
 
 ROOT = Path(__file__).resolve().parents[1]
-# results.csv's columns since the latency columns were added: old files must keep resuming and merging.
-FROZEN = ("method,target_ratio,seed,params,nonzero_params,param_reduction,macs,gflops,acc_pruned,acc_finetuned,"
+# results.csv's columns since the latency columns were added (the committed docs/results/*.csv), then the
+# predicted latency: old files must keep resuming and merging.
+WITH_LATENCY = ("method,target_ratio,seed,params,nonzero_params,param_reduction,macs,gflops,acc_pruned,acc_finetuned,"
           "finetune_epochs,seconds,compression,theoretical_speedup,status,error,seconds_prune,seconds_bn,"
           "seconds_finetune,seconds_eval,latency_ms_b1,latency_ms_b128,latency_threads")
+FROZEN = WITH_LATENCY + ",latency_predicted_ms_b128"
 
 
 def test_the_record_generates_the_columns_of_every_written_file(tmp_path):
     assert ",".join(COLUMNS) == FROZEN
-    assert (ROOT / "docs" / "results" / "ablation.csv").read_text().split("\n")[0] == FROZEN
+    assert (ROOT / "docs" / "results" / "ablation.csv").read_text().split("\n")[0] == WITH_LATENCY
     assert TIMING == ("seconds", "seconds_prune", "seconds_bn", "seconds_finetune", "seconds_eval",
-                      "latency_ms_b1", "latency_ms_b128")
+                      "latency_ms_b1", "latency_ms_b128", "latency_predicted_ms_b128")
     assert STAGE_COLUMNS == ("seconds_prune", "seconds_bn", "seconds_finetune", "seconds_eval")
     assert all(DESCRIPTIONS[c].endswith(")") for c in COLUMNS)  # every column states its unit
     write_rows(tmp_path / "r.csv", [Row("l1", 0.5, 0, params=3, status="ok").to_dict(),

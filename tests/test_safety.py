@@ -187,6 +187,7 @@ BAD = [
     ({"device": "tpu"}, "device': unknown 'tpu'"),
     ({"output_dir": A_FILE}, "output_dir': cannot write"),
     ({"output_dir": A_FILE + "/sub"}, "output_dir': cannot write"),
+    ({"predict_latency": True, "measure_latency": False}, "predict_latency': true needs measure_latency true"),
 ]
 if not torch.cuda.is_available():
     BAD.append(({"device": "cuda"}, "device': 'cuda' but torch sees no CUDA device"))

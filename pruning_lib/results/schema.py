@@ -53,6 +53,9 @@ class Row:
     latency_ms_b1: float | None = _col("median forward time at batch 1, eval mode (ms)", "timing", "later")
     latency_ms_b128: float | None = _col("median forward time at batch 128, eval mode (ms)", "timing", "later")
     latency_threads: int | None = _col("torch threads while the latencies were measured (count)", "later")
+    latency_predicted_ms_b128: float | None = _col(
+        "forward time at batch 128 predicted by the unpruned model's per-layer latency table (ms; config "
+        "predict_latency; empty where the layers were replaced, e.g. low-rank)", "timing", "later")
 
     def to_dict(self) -> dict[str, Any]:
         """The row as the dict read_rows returns and write_rows takes (every column, None for empty)."""

@@ -12,7 +12,9 @@ TABLES = [("test accuracy after fine-tuning (%)", "acc_finetuned", ".2f"),
           ("GFLOPs (2 x MACs)", "gflops", ".4g"),
           ("achieved parameter reduction", "param_reduction", ".3f"),
           ("measured latency, batch 1 (ms)", "latency_ms_b1", ".3g"),
-          ("measured latency, batch 128 (ms)", "latency_ms_b128", ".3g")]
+          ("measured latency, batch 128 (ms)", "latency_ms_b128", ".3g"),
+          ("measured speed-up, batch 128 (unpruned / pruned latency)", "measured_speedup_b128", ".3g"),
+          ("measured / predicted speed-up, batch 128 (latency table)", "speedup_vs_predicted", ".3g")]
 TITLES = {col: title for title, col, _ in TABLES}
 LOWER_IS_BETTER = {"gflops", "latency_ms_b1", "latency_ms_b128"}
 
@@ -36,11 +38,24 @@ def _mean_std(values: pd.Series, fmt: str) -> str:
     return f"{mean} ± {values.std():{fmt}}"
 
 
+def with_speedups(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with two columns derived per row from its seed's unpruned (target 0) row: measured_speedup_b128 =
+    t0 / t of the measured batch-128 latencies, and speedup_vs_predicted = (t0 / t) / (p0 / p) with p the
+    latency table's predictions (empty where a row, or its seed's unpruned row, has no value)."""
+    unpruned = df[(df["target_ratio"] == 0) & (df["status"] == "ok")].groupby("seed")[
+        ["latency_ms_b128", "latency_predicted_ms_b128"]].first()
+    t0 = df["seed"].map(unpruned["latency_ms_b128"])
+    p0 = df["seed"].map(unpruned["latency_predicted_ms_b128"])
+    measured = t0 / df["latency_ms_b128"]
+    return df.assign(measured_speedup_b128=measured,
+                     speedup_vs_predicted=measured / (p0 / df["latency_predicted_ms_b128"]))
+
+
 def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Seed-style tables (method x target ratio): fine-tuned and one-shot accuracy, GFLOPs, achieved
-    reduction, latencies, compression. Failed rows count as missing; a cell with no finished row reads 'n/a'."""
+    reduction, latencies, measured and measured / predicted speed-ups, compression. Failed rows count as missing; a cell with no finished row reads 'n/a'."""
     order = list(dict.fromkeys(df["method"]))
-    ok = df.assign(**{c: df[c].where(df["status"] == "ok") for c in EMPTY_WHEN_FAILED})
+    ok = with_speedups(df.assign(**{c: df[c].where(df["status"] == "ok") for c in EMPTY_WHEN_FAILED}))
     out = {}
     for name, col, fmt in TABLES:
         if ok[col].isna().all():  # files written before latencies were measured
@@ -63,7 +78,7 @@ def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 def best_cells(df: pd.DataFrame, col: str, text: pd.DataFrame) -> pd.DataFrame:
     """Boolean frame shaped like the table `text` of `col`: True where the mean over finished seeds is the best
     of its column (highest, or lowest for GFLOPs and latencies)."""
-    done = df[df["status"] == "ok"]
+    done = with_speedups(df[df["status"] == "ok"])
     means = done.groupby(["method", "target_ratio"])[col].mean().unstack().reindex(text.index)
     means.columns = text.columns
     best = means.min() if col in LOWER_IS_BETTER else means.max()
