@@ -30,9 +30,9 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 DOCS_TOC = {
     "Guide": ["docs/install", "data/README", "docs/guide/your-model", "docs/guide/methods", "docs/guide/support_matrix",
               "docs/guide/distributed"],
-    "Results": ["docs/results/README", "docs/results/quickstart", "docs/results/ranking", "docs/results/ablation", "docs/results/posttrain",
-                "docs/results/transformer", "docs/results/resnet32", "docs/results/gpu", "docs/results/benchmarks",
-                "benchmarks/RESULTS", "docs/results/refactor_checks"],
+    "Results": ["docs/results/README", "docs/results/quickstart", "docs/results/ranking", "docs/results/latency",
+                "docs/results/ablation", "docs/results/posttrain", "docs/results/transformer", "docs/results/resnet32",
+                "docs/results/gpu", "docs/results/benchmarks", "benchmarks/RESULTS", "docs/results/refactor_checks"],
     "Reference": ["docs/reference/methods", "docs/reference/config"],
     "About the kit": ["docs/course", "docs/architecture", "docs/guarantees", "docs/limitations", "CHANGELOG"],
 }

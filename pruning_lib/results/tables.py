@@ -39,11 +39,12 @@ def _mean_std(values: pd.Series, fmt: str) -> str:
 
 
 def with_speedups(df: pd.DataFrame) -> pd.DataFrame:
-    """`df` with two columns derived per row from its seed's unpruned (target 0) row: measured_speedup_b128 =
+    """`df` with two columns derived per row from its seed's unpruned (target 0) rows: measured_speedup_b128 =
     t0 / t of the measured batch-128 latencies, and speedup_vs_predicted = (t0 / t) / (p0 / p) with p the
-    latency table's predictions (empty where a row, or its seed's unpruned row, has no value)."""
+    latency table's predictions (t0, p0: the mean over the seed's unpruned rows, of which --jobs workers may
+    each have measured one; empty where a row, or its seed's unpruned rows, have no value)."""
     unpruned = df[(df["target_ratio"] == 0) & (df["status"] == "ok")].groupby("seed")[
-        ["latency_ms_b128", "latency_predicted_ms_b128"]].first()
+        ["latency_ms_b128", "latency_predicted_ms_b128"]].mean()
     t0 = df["seed"].map(unpruned["latency_ms_b128"])
     p0 = df["seed"].map(unpruned["latency_predicted_ms_b128"])
     measured = t0 / df["latency_ms_b128"]
