@@ -67,6 +67,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args()
+    if not (args.run_dir / "results.csv").is_file():
+        parser.error(f"run_dir: '{args.run_dir}' holds no results.csv (run the config first, see above)")
     df = results_frame(read_rows(args.run_dir / "results.csv"))
     print(equal_latency(df).to_markdown(index=False))
     print("\nagainst the other target kind's best point that is no slower:\n")

@@ -1,10 +1,10 @@
 """A sweep over N worker processes on one machine (`pruning-kit run CONFIG --jobs N`).
 
-The kit's tables run tiny models (resnet8 on 28x28 images), where torch's intra-op threads gain little; N processes
-with one thread each use N cores fully. Each worker is `pruning-kit run CONFIG --shard i/N --threads T` (the rows
-of shard i, written row by row and atomically into the shared run folder, results.shard-i-of-N.csv); this process
-checks the config and the folder first, shows one progress bar over every worker's rows, and merges the shards when
-all are done. A rerun resumes: every worker skips the rows any file of the folder holds.
+N processes with one thread each keep N cores busy. On the 2-core CPU they finish 1.17x the rows per minute of one
+process with two threads (benchmarks/jobs_speed.py). Each worker is `pruning-kit run CONFIG --shard i/N --threads T`
+(the rows of shard i, written row by row and atomically into the shared run folder, results.shard-i-of-N.csv);
+this process checks the config and the folder first, shows one progress bar over every worker's rows, and merges
+the shards when all are done. A rerun resumes: every worker skips the rows any file of the folder holds.
 
 A row depends on the number of torch threads that computed it (CPU kernels split their reductions by thread), never
 on which worker or how many workers ran it: the run folder records the threads and refuses rows of another count,
